@@ -1,0 +1,1 @@
+"""Prefect wiring only: thin tasks over pipeline_core, the flows, and scheduling."""

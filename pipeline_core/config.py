@@ -1,0 +1,155 @@
+"""Typed configs (pydantic) and YAML loading: one resolved config per run.
+
+Every config rejects unknown keys, and every validation error becomes a one-line
+:class:`~pipeline_core.errors.ConfigError` that names the field at fault.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pipeline_core.errors import ConfigError
+
+Level = Literal["char", "word"]
+CleanPreset = Literal["none", "seed", "text"]
+DecodeErrors = Literal["strict", "ignore"]
+
+
+class StrictModel(BaseModel):
+    """Base for every config: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TrainConfig(StrictModel):
+    """How the one trainer fits a neural plugin (count-based plugins ignore most of it)."""
+
+    epochs: int = Field(default=3, ge=1, le=10_000)
+    batch_size: int = Field(default=64, ge=1)
+    optimizer: Literal["adam", "rmsprop"] = "adam"
+    lr: float = Field(default=2e-3, gt=0, le=10)
+    clip_norm: float | None = Field(default=5.0, gt=0)
+    clip_value: float | None = Field(default=None, gt=0)
+    seed: int = 0
+    loss_positions: Literal["all", "last"] = "all"
+    max_batches_per_epoch: int | None = Field(default=None, ge=1)
+    num_threads: int | None = Field(default=None, ge=1)
+    progress: bool = True
+
+
+class DataConfig(StrictModel):
+    """Where the text comes from and how it becomes integer arrays."""
+
+    source: str = "synthetic:markov"
+    clean: CleanPreset = "text"
+    errors: DecodeErrors = "strict"
+    level: Level = "char"
+    context_len: int = Field(default=10, ge=1, le=100_000)
+    step: int = Field(default=1, ge=1)
+    splits: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    min_freq: int = Field(default=1, ge=1)
+    max_vocab: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _splits_are_fractions(self) -> DataConfig:
+        if any(f <= 0 for f in self.splits) or abs(sum(self.splits) - 1.0) > 1e-6:
+            raise ValueError("splits must be three positive fractions that sum to 1")
+        return self
+
+
+class ModelSpec(StrictModel):
+    """One plugin to run, with its own config (validated by the plugin's config class)."""
+
+    plugin: str
+    name: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return self.name or self.plugin
+
+
+class TrackingConfig(StrictModel):
+    """Where MLflow records runs; ``None`` means MLFLOW_TRACKING_URI or ./mlruns.db."""
+
+    tracking_uri: str | None = None
+    experiment: str | None = None
+    samples: int = Field(default=3, ge=0)
+    sample_len: int = Field(default=200, ge=1)
+
+
+class RunConfig(StrictModel):
+    """The whole resolved configuration of one ``seqlab run``."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    models: list[ModelSpec] = Field(
+        default_factory=lambda: [ModelSpec(plugin="ngram"), ModelSpec(plugin="lstm")]
+    )
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def describe_validation_error(err: ValidationError, prefix: str = "") -> str:
+    """One line naming each field at fault, e.g. ``train.epochs: must be >= 1 (got 0)``."""
+    parts = []
+    for item in err.errors():
+        loc = ".".join(str(p) for p in item["loc"])
+        field = f"{prefix}{loc}" if loc else prefix.rstrip(".") or "config"
+        got = item.get("input")
+        shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
+        parts.append(f"{field}: {item['msg']}{shown}")
+    return "; ".join(parts)
+
+
+def validate_model(cls: type[M], values: Mapping[str, Any] | M | None, where: str = "") -> M:
+    """Validate ``values`` against ``cls``, raising a ConfigError that names the field."""
+    if isinstance(values, cls):
+        return values
+    try:
+        return cls.model_validate(dict(values or {}))
+    except ValidationError as err:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(f"invalid config: {describe_validation_error(err, prefix)}") from None
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, with a one-line error naming the file on failure."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{p}{where}: not valid YAML") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{p}: a config must be a YAML mapping, got {type(loaded).__name__}")
+    return loaded
+
+
+def load_run_config(
+    path: str | Path | None = None, overrides: Mapping[str, Any] | None = None
+) -> RunConfig:
+    """File (if any), then dotted-key overrides such as ``{"train.epochs": 2}``."""
+    values: dict[str, Any] = load_yaml(path) if path is not None else {}
+    for dotted, value in (overrides or {}).items():
+        node = values
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"invalid config: {dotted}: {key} is not a mapping")
+            node = child
+        node[leaf] = value
+    return validate_model(RunConfig, values)

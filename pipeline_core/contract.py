@@ -1,0 +1,289 @@
+"""The plugin contract every model in seqlab satisfies, neural or count-based.
+
+A plugin is a class registered in the entry-point group ``seqlab.models``. It declares
+
+* ``config_class``: a pydantic model of its hyper-parameters, every field with a default;
+* ``task_kinds``: the tasks it supports (``next-token``, ``fill-blank``, ``transduce``);
+* ``test_params``: a small config for the conformance kit (fast to fit, still meaningful);
+
+and answers one question, :meth:`SequenceModel.log_proba`: natural-log probabilities of
+the next token over the whole vocabulary, given a batch of contexts. Metrics, generation,
+serving and comparison use only that, so nothing special-cases a plugin.
+
+Construction takes only ``vocab_size`` and a config (no data-dependent state before
+``fit``). Checkpoints hold the construction arguments, the vocabulary and the weights
+as tensors, and are loaded with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Self
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from pipeline_core.config import TrainConfig, validate_model
+from pipeline_core.errors import ConfigError, DataError, PluginError
+
+TaskKind = Literal["next-token", "fill-blank", "transduce"]
+TASK_KINDS: tuple[TaskKind, ...] = ("next-token", "fill-blank", "transduce")
+CHECKPOINT_FORMAT = 1
+
+
+class PluginConfig(BaseModel):
+    """Base of every plugin's typed config: all fields have defaults, unknown keys fail."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class FitData:
+    """What a plugin may learn from: integer token ids of the train (and val) split."""
+
+    train: np.ndarray
+    val: np.ndarray | None
+    vocab_size: int
+    context_len: int
+    step: int = 1
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """Per-epoch figures logged to MLflow (``nan`` where a plugin has none)."""
+
+    epoch: int
+    train_nll: float
+    val_nll: float
+    grad_norm: float = float("nan")
+    tokens_per_s: float = float("nan")
+    seconds: float = float("nan")
+
+
+EpochCallback = Callable[[EpochRecord], None]
+
+
+class NotFittedError(PluginError):
+    """A model was asked for probabilities before it was fitted or loaded."""
+
+
+class SequenceModel(ABC):
+    """The contract. Subclass :class:`TorchSequenceModel` for a neural plugin."""
+
+    config_class: ClassVar[type[PluginConfig]] = PluginConfig
+    task_kinds: ClassVar[frozenset[TaskKind]] = frozenset({"next-token"})
+    test_params: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, vocab_size: int, config: PluginConfig | Mapping[str, Any] | None = None):
+        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int | np.integer):
+            raise ConfigError(f"vocab_size: must be an integer (got {vocab_size!r})")
+        if vocab_size < 1:
+            raise ConfigError(f"vocab_size: must be >= 1 (got {vocab_size})")
+        self.vocab_size = int(vocab_size)
+        self.config = self.make_config(config)
+
+    # ---- configuration -------------------------------------------------------------
+    @classmethod
+    def make_config(cls, values: PluginConfig | Mapping[str, Any] | None) -> PluginConfig:
+        """Validate ``values`` into ``config_class``; errors name the plugin's field."""
+        if isinstance(values, PluginConfig) and not isinstance(values, cls.config_class):
+            raise ConfigError(
+                f"config: expected {cls.config_class.__name__}, got {type(values).__name__}"
+            )
+        return validate_model(cls.config_class, values, where=cls.__name__)
+
+    @classmethod
+    def create(
+        cls,
+        vocab_size: int,
+        config: PluginConfig | Mapping[str, Any] | None = None,
+        seed: int = 0,
+    ) -> Self:
+        """Construct under a seed, so initial weights are reproducible."""
+        seed_everything(seed)
+        return cls(vocab_size, config)
+
+    def init_args(self) -> dict[str, Any]:
+        """Construction arguments, stored in every checkpoint."""
+        return {"vocab_size": self.vocab_size, "config": self.config.model_dump(mode="json")}
+
+    # ---- learning and scoring ------------------------------------------------------
+    @abstractmethod
+    def fit(
+        self,
+        data: FitData,
+        settings: TrainConfig,
+        on_epoch: EpochCallback | None = None,
+    ) -> list[EpochRecord]:
+        """Learn from ``data``; return one record per epoch (count-based: one)."""
+
+    @abstractmethod
+    def log_proba(self, contexts: np.ndarray) -> np.ndarray:
+        """Next-token log-probabilities.
+
+        ``contexts`` is an int array of shape (B, T) with T >= 1 (shorter than the training
+        window is allowed); the result is float64 of shape (B, vocab_size) and each row's
+        ``exp`` sums to 1.
+        """
+
+    def fill_blank_log_proba(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        """For ``fill-blank`` plugins: log p(token | left context, right context), (B, V)."""
+        raise PluginError(f"{type(self).__name__} does not support the fill-blank task")
+
+    @property
+    @abstractmethod
+    def is_fitted(self) -> bool:
+        """True once fitted or loaded: only then are probabilities meaningful."""
+
+    # ---- persistence ---------------------------------------------------------------
+    @abstractmethod
+    def get_state(self) -> dict[str, torch.Tensor]:
+        """Everything learned, as tensors (so ``weights_only=True`` can load it)."""
+
+    @abstractmethod
+    def set_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Restore what :meth:`get_state` returned; marks the model fitted."""
+
+    def save(
+        self,
+        path: str | Path,
+        vocab: Sequence[str] | None = None,
+        plugin: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> Path:
+        """Write a checkpoint: construction arguments, vocabulary, state tensors."""
+        payload = {
+            "format": CHECKPOINT_FORMAT,
+            "plugin": plugin,
+            "class_path": f"{type(self).__module__}:{type(self).__qualname__}",
+            "init_args": self.init_args(),
+            "vocab": list(vocab) if vocab is not None else None,
+            "state": {k: v.detach().cpu().clone() for k, v in self.get_state().items()},
+            "extra": dict(extra or {}),
+        }
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(payload, out)
+        return out
+
+    @classmethod
+    def load(cls, path: str | Path, vocab: Sequence[str] | None = None) -> Self:
+        """Rebuild from a checkpoint; with ``vocab``, refuse one trained on another."""
+        payload = read_checkpoint(path)
+        check_vocab(payload, vocab, path)
+        args = payload["init_args"]
+        model = cls(int(args["vocab_size"]), args["config"])
+        model.set_state(payload["state"])
+        return model
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint dict with ``weights_only=True``; one-line error if unreadable."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"checkpoint not found: {p}")
+    try:
+        payload = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many kinds for a corrupt or foreign file
+        raise DataError(f"{p}: not a seqlab checkpoint ({type(err).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise DataError(f"{p}: not a seqlab checkpoint (format {CHECKPOINT_FORMAT} expected)")
+    return payload
+
+
+def check_vocab(payload: Mapping[str, Any], vocab: Sequence[str] | None, path: Any) -> None:
+    """Refuse a checkpoint whose vocabulary differs from the data's."""
+    saved = payload.get("vocab")
+    if vocab is None or saved is None:
+        return
+    if list(saved) != list(vocab):
+        diff = next(
+            (i for i, (a, b) in enumerate(zip(saved, vocab, strict=False)) if a != b),
+            min(len(saved), len(vocab)),
+        )
+        raise DataError(
+            f"{path}: checkpoint vocabulary ({len(saved)} tokens) does not match the data's "
+            f"({len(vocab)} tokens); first difference at id {diff}"
+        )
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch: same seed, same weights, same samples."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def as_context_array(contexts: Any) -> np.ndarray:
+    """Validate a batch of contexts: a 2-D integer array of shape (B, T)."""
+    arr = np.asarray(contexts)
+    if arr.ndim != 2:
+        raise DataError(f"contexts must be a 2-D array (batch, time), got shape {arr.shape}")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise DataError(f"contexts must hold integer token ids, got dtype {arr.dtype}")
+    return arr.astype(np.int64, copy=False)
+
+
+class TorchSequenceModel(torch.nn.Module, SequenceModel):
+    """Base of neural plugins: define ``forward`` and the one trainer does the rest.
+
+    ``forward(x)`` takes token ids (B, T) and returns logits (B, T, V): position t predicts
+    token t+1 (teacher forcing). ``log_proba`` reads the last position.
+    """
+
+    def __init__(self, vocab_size: int, config: PluginConfig | Mapping[str, Any] | None = None):
+        torch.nn.Module.__init__(self)
+        SequenceModel.__init__(self, vocab_size, config)
+        self._fitted = False
+
+    @abstractmethod
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (B, T, V) for ids (B, T)."""
+
+    def fit(
+        self,
+        data: FitData,
+        settings: TrainConfig,
+        on_epoch: EpochCallback | None = None,
+    ) -> list[EpochRecord]:
+        from pipeline_core.training import train_torch_model
+
+        history = train_torch_model(self, data, settings, on_epoch)
+        self._fitted = True
+        return history
+
+    @torch.no_grad()
+    def log_proba(self, contexts: np.ndarray) -> np.ndarray:
+        ctx = as_context_array(contexts)
+        if ctx.shape[1] == 0:
+            raise DataError("a neural plugin needs a context of at least one token")
+        if ctx.size and (ctx.min() < 0 or ctx.max() >= self.vocab_size):
+            raise DataError(f"token ids must lie in [0, {self.vocab_size})")
+        was_training = self.training
+        self.eval()
+        try:
+            logits = self(torch.from_numpy(ctx))[:, -1, :]
+            out = torch.log_softmax(logits.double(), dim=-1)
+        finally:
+            self.train(was_training)
+        return out.numpy()
+
+    @property
+    def is_fitted(self) -> bool:
+        return self._fitted
+
+    def get_state(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.state_dict().items()}
+
+    def set_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        try:
+            self.load_state_dict(dict(state), strict=True)
+        except RuntimeError as err:
+            first = str(err).splitlines()[0]
+            raise DataError(f"checkpoint does not fit {type(self).__name__}: {first}") from None
+        self._fitted = True

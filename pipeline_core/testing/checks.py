@@ -1,0 +1,733 @@
+"""The conformance checks: one named function per rule of the plugin contract.
+
+Each ``check_<rule>(plugin_cls, name)`` returns None when ``plugin_cls`` obeys the rule
+and raises :class:`CheckFailure` (an ``AssertionError``) whose message states the rule
+and what was observed, so a plugin author knows what to fix without reading this file.
+Anything else the plugin raises inside a check is turned into such a failure too.
+
+The checks run on tiny data (a periodic sequence over a vocabulary of 5) with the
+plugin's ``test_params`` and a small :data:`TrainConfig`, so the whole kit takes seconds
+per plugin. One fitted model per plugin class is cached and shared by the checks that
+only read it; checks that fit (determinism, epoch records) fit their own.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import math
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline_core.config import TrainConfig
+from pipeline_core.contract import (
+    TASK_KINDS,
+    EpochRecord,
+    FitData,
+    NotFittedError,
+    PluginConfig,
+    SequenceModel,
+    TorchSequenceModel,
+)
+from pipeline_core.errors import ConfigError, DataError, PluginError, SeqlabError
+
+# ---- the kit's tiny world ---------------------------------------------------------------
+VOCAB_SIZE = 5
+CONTEXT_LEN = 8
+SEED = 1234
+PATTERN = (1, 2, 3)  # "abcabc...": id 0 (<unk>) and id 4 never occur, yet must stay possible
+NORM_TOL = 1e-6
+BATCH_TOL = 1e-5  # batching may reorder float32 sums inside a network
+VOCAB = tuple(["<unk>", "a", "b", "c", "d"])
+
+
+def periodic(n: int, offset: int = 0) -> np.ndarray:
+    """``n`` ids of the repeating PATTERN, starting ``offset`` steps into it."""
+    return np.array([PATTERN[(offset + i) % len(PATTERN)] for i in range(n)], dtype=np.int64)
+
+
+TRAIN_IDS = periodic(240)
+VAL_IDS = periodic(60, offset=240)
+TEST_IDS = periodic(60, offset=300)
+
+
+def kit_train_config(epochs: int = 4, seed: int = SEED) -> TrainConfig:
+    """Few, quick epochs on one thread; enough for a working model to learn PATTERN."""
+    return TrainConfig(
+        epochs=epochs,
+        batch_size=16,
+        lr=1e-2,
+        seed=seed,
+        progress=False,
+        num_threads=1,
+    )
+
+
+def kit_fit_data(val: bool = True) -> FitData:
+    return FitData(
+        train=TRAIN_IDS,
+        val=VAL_IDS if val else None,
+        vocab_size=VOCAB_SIZE,
+        context_len=CONTEXT_LEN,
+    )
+
+
+def probe_contexts(batch: int, length: int, seed: int = 0) -> np.ndarray:
+    """Random contexts over the whole vocabulary, <unk> (id 0) and unseen ids included."""
+    rng = np.random.default_rng(seed)
+    ctx = rng.integers(0, VOCAB_SIZE, size=(batch, length), dtype=np.int64)
+    ctx[0, -1] = 0
+    return ctx
+
+
+# ---- failures ---------------------------------------------------------------------------
+class CheckFailure(AssertionError):
+    """A plugin broke a rule; the message states the rule and what was observed."""
+
+    def __init__(self, name: str, rule: str, observed: str) -> None:
+        self.plugin = name
+        self.rule = rule
+        self.observed = observed
+        super().__init__(f"{name}: {rule}; observed: {observed}")
+
+
+class CheckSkipped(Exception):
+    """The rule does not apply to this plugin (e.g. a fill-blank rule for a next-token one)."""
+
+
+CheckFn = Callable[[type[Any], str | None], None]
+
+
+@dataclass(frozen=True)
+class Check:
+    """One named rule and the function that checks it."""
+
+    name: str
+    rule: str
+    fn: CheckFn
+
+    def __call__(self, plugin_cls: type[Any], name: str | None = None) -> None:
+        self.fn(plugin_cls, name)
+
+
+class _Rule:
+    """Raise-helper bound to one plugin and one rule, so every message states the rule."""
+
+    def __init__(self, name: str, rule: str) -> None:
+        self.name = name
+        self.rule = rule
+
+    def fail(self, observed: str, rule: str | None = None) -> CheckFailure:
+        return CheckFailure(self.name, rule or self.rule, observed)
+
+    def ensure(self, ok: bool, observed: str, rule: str | None = None) -> None:
+        if not ok:
+            raise self.fail(observed, rule)
+
+
+def _instead(err: BaseException, expected: str) -> str:
+    """``raised IndexError instead of DataError: <message>``."""
+    return f"raised {type(err).__name__} instead of {expected}: {_describe(err, named=False)}"
+
+
+def _describe(err: BaseException, named: bool = True) -> str:
+    text = " ".join(str(err).split())
+    if len(text) > 300:
+        text = text[:297] + "..."
+    if not named:
+        return text
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def rule(text: str) -> Callable[[Callable[[type[Any], _Rule], None]], CheckFn]:
+    """Make ``fn(plugin_cls, r)`` a check whose stray exceptions become rule failures."""
+
+    def wrap(fn: Callable[[type[Any], _Rule], None]) -> CheckFn:
+        @functools.wraps(fn)
+        def check(plugin_cls: type[Any], name: str | None = None) -> None:
+            label = name or str(getattr(plugin_cls, "__name__", repr(plugin_cls)))
+            r = _Rule(label, text)
+            try:
+                fn(plugin_cls, r)
+            except (CheckFailure, CheckSkipped):
+                raise
+            except Exception as err:  # the plugin's own bug: report it against the rule
+                raise r.fail(f"raised {_describe(err)}") from err
+
+        check.rule = text  # type: ignore[attr-defined]
+        return check
+
+    return wrap
+
+
+# ---- shared helpers ---------------------------------------------------------------------
+def _is_neural(plugin_cls: type[Any]) -> bool:
+    return issubclass(plugin_cls, TorchSequenceModel)
+
+
+def _new(plugin_cls: type[Any], seed: int = SEED) -> SequenceModel:
+    model: SequenceModel = plugin_cls.create(VOCAB_SIZE, plugin_cls.test_params, seed=seed)
+    return model
+
+
+_FITTED: dict[type[Any], SequenceModel] = {}
+
+
+def fitted_model(plugin_cls: type[Any], r: _Rule) -> SequenceModel:
+    """The plugin fitted on the kit's data (cached per class; callers must not mutate it)."""
+    model = _FITTED.get(plugin_cls)
+    if model is None:
+        model = _new(plugin_cls)
+        try:
+            model.fit(kit_fit_data(), kit_train_config())
+        except Exception as err:
+            raise r.fail(f"fit on the kit's periodic data failed first: {_describe(err)}") from err
+        if len(_FITTED) >= 16:
+            _FITTED.pop(next(iter(_FITTED)))
+        _FITTED[plugin_cls] = model
+    return model
+
+
+def clear_cache() -> None:
+    """Forget fitted models (e.g. after editing a plugin class in a notebook)."""
+    _FITTED.clear()
+
+
+def _log_proba(model: SequenceModel, contexts: np.ndarray, r: _Rule, what: str) -> np.ndarray:
+    try:
+        return model.log_proba(contexts)
+    except Exception as err:
+        raise r.fail(f"log_proba on {what} raised {_describe(err)}") from err
+
+
+def _valid_rows(lp: Any, batch: int, r: _Rule, what: str, values: bool = True) -> np.ndarray:
+    """Shape (B, V), float64 and (``values``) finite, <= 0, rows of exp summing to 1."""
+    r.ensure(
+        isinstance(lp, np.ndarray),
+        f"log_proba on {what} returned {type(lp).__name__}, not a numpy array",
+        "log_proba returns a numpy array",
+    )
+    r.ensure(
+        lp.shape == (batch, VOCAB_SIZE),
+        f"log_proba on {what} returned shape {lp.shape}, expected ({batch}, {VOCAB_SIZE})",
+        "log_proba returns shape (batch, vocab_size): one row per context, one column per id",
+    )
+    r.ensure(
+        lp.dtype == np.float64,
+        f"log_proba on {what} returned dtype {lp.dtype}",
+        "log_proba returns float64",
+    )
+    if not values:
+        return lp
+    bad = ~np.isfinite(lp)
+    if bad.any():
+        row, col = (int(i) for i in np.argwhere(bad)[0])
+        raise r.fail(
+            f"{int(bad.sum())} non-finite value(s) on {what}, first {lp[row, col]} "
+            f"at row {row}, token id {col}",
+            "every log-probability is finite (smoothed: no token, <unk> included, has p = 0)",
+        )
+    sums = np.exp(lp).sum(axis=1)
+    worst = int(np.argmax(np.abs(sums - 1.0)))
+    r.ensure(
+        abs(sums[worst] - 1.0) <= NORM_TOL,
+        f"row {worst} of {what} sums to {sums[worst]:.9f}",
+        f"each row of exp(log_proba) sums to 1 within {NORM_TOL:g}",
+    )
+    r.ensure(
+        bool((lp <= 1e-9).all()),
+        f"largest value {lp.max():.3g} on {what}",
+        "log-probabilities are <= 0",
+    )
+    return lp
+
+
+def _states_equal(a: dict[str, Any], b: dict[str, Any]) -> str | None:
+    """None when equal, else the first difference in words."""
+    if set(a) != set(b):
+        return f"different keys: {sorted(set(a) ^ set(b))[:5]}"
+    for key in sorted(a):
+        x, y = a[key], b[key]
+        if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)):
+            return f"'{key}' is a {type(x).__name__}, not a torch.Tensor"
+        if x.shape != y.shape or x.dtype != y.dtype or not torch.equal(x, y):
+            return f"tensor '{key}' differs"
+    return None
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run a check on one torch thread: fast on shared cores and bitwise reproducible."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+# ---- the rules --------------------------------------------------------------------------
+@rule("a plugin is a concrete SequenceModel subclass with a PluginConfig config_class")
+def check_class_contract(plugin_cls: type[Any], r: _Rule) -> None:
+    from pipeline_core.registry import PluginInfo, check_plugin_class
+
+    info = PluginInfo(r.name, getattr(plugin_cls, "__qualname__", "?"), "<kit>", "?")
+    try:
+        check_plugin_class(plugin_cls, info)
+    except PluginError as err:
+        raise r.fail(str(err)) from err
+
+
+@rule("config_class() builds with every field defaulted, and the config round-trips as JSON")
+def check_config_defaults(plugin_cls: type[Any], r: _Rule) -> None:
+    cfg_cls = plugin_cls.config_class
+    r.ensure(
+        isinstance(cfg_cls, type) and issubclass(cfg_cls, PluginConfig),
+        f"config_class is {cfg_cls!r}",
+        "config_class subclasses PluginConfig",
+    )
+    required = [k for k, f in cfg_cls.model_fields.items() if f.is_required()]
+    r.ensure(not required, f"field(s) without a default: {', '.join(required)}")
+    default = cfg_cls()
+    r.ensure(
+        plugin_cls.make_config(None) == default,
+        f"make_config(None) gave {plugin_cls.make_config(None)!r}, config_class() {default!r}",
+        "make_config(None) equals config_class()",
+    )
+    dumped = default.model_dump(mode="json")
+    json.dumps(dumped)
+    again = plugin_cls.make_config(dumped)
+    r.ensure(
+        again == default,
+        f"{default!r} became {again!r} after model_dump(mode='json')",
+        "a config rebuilt from its JSON dump is equal (checkpoints store it so)",
+    )
+
+
+@rule("test_params is a dict of config fields that validates, for a fast but real fit")
+def check_test_params(plugin_cls: type[Any], r: _Rule) -> None:
+    params = plugin_cls.test_params
+    r.ensure(isinstance(params, dict), f"test_params is a {type(params).__name__}")
+    unknown = sorted(set(params) - set(plugin_cls.config_class.model_fields))
+    r.ensure(not unknown, f"test_params names unknown field(s): {', '.join(unknown)}")
+    try:
+        plugin_cls.make_config(params)
+    except ConfigError as err:
+        raise r.fail(f"make_config(test_params) raised {_describe(err)}") from err
+
+
+@rule("an unknown config key raises ConfigError naming the key")
+def check_config_rejects_unknown_key(plugin_cls: type[Any], r: _Rule) -> None:
+    key = "no_such_option_xyz"
+    for where, call in (
+        ("make_config", lambda: plugin_cls.make_config({key: 1})),
+        ("the constructor", lambda: plugin_cls(VOCAB_SIZE, {key: 1})),
+    ):
+        try:
+            call()
+        except ConfigError as err:
+            r.ensure(key in str(err), f"{where} raised ConfigError without the key: {err}")
+        except Exception as err:
+            raise r.fail(f"{where} {_instead(err, 'ConfigError')}") from err
+        else:
+            raise r.fail(f"{where} accepted {{'{key}': 1}}")
+
+
+_BAD_VALUES: tuple[Any, ...] = ("¬not-a-valid-value¬", [["nested"]], {"x": 1}, -(10**9), 1.5)
+
+
+def _invalid_value(cfg_cls: type[PluginConfig], field: str) -> Any:
+    """A value the field's own type rejects, or a sentinel when it accepts them all."""
+    for value in _BAD_VALUES:
+        try:
+            cfg_cls.model_validate({field: value})
+        except Exception:
+            return value
+    return _NO_BAD_VALUE
+
+
+_NO_BAD_VALUE = object()
+
+
+@rule("an invalid config value raises ConfigError naming the field")
+def check_config_rejects_invalid_value(plugin_cls: type[Any], r: _Rule) -> None:
+    cfg_cls = plugin_cls.config_class
+    tested = 0
+    for field in cfg_cls.model_fields:
+        bad = _invalid_value(cfg_cls, field)
+        if bad is _NO_BAD_VALUE:
+            continue
+        tested += 1
+        for where, call in (
+            ("make_config", lambda f=field, b=bad: plugin_cls.make_config({f: b})),
+            ("the constructor", lambda f=field, b=bad: plugin_cls(VOCAB_SIZE, {f: b})),
+        ):
+            try:
+                call()
+            except ConfigError as err:
+                r.ensure(
+                    field in str(err),
+                    f"{where} with {field}={bad!r} raised ConfigError not naming it: {err}",
+                )
+            except Exception as err:
+                raise r.fail(
+                    f"{where} with {field}={bad!r} {_instead(err, 'ConfigError')}"
+                ) from err
+            else:
+                raise r.fail(f"{where} accepted {field}={bad!r}")
+    if not tested and cfg_cls.model_fields:
+        raise CheckSkipped("no config field rejects any of the kit's invalid values")
+
+
+@rule("vocab_size must be a positive integer: anything else raises ConfigError naming it")
+def check_vocab_size_validated(plugin_cls: type[Any], r: _Rule) -> None:
+    for bad in (0, -3, 2.5, True, "5"):
+        try:
+            plugin_cls(bad, plugin_cls.test_params)
+        except ConfigError as err:
+            r.ensure("vocab_size" in str(err), f"vocab_size={bad!r}: ConfigError says {err}")
+        except Exception as err:
+            raise r.fail(f"vocab_size={bad!r} {_instead(err, 'ConfigError')}") from err
+        else:
+            raise r.fail(f"vocab_size={bad!r} was accepted")
+
+
+@rule(f"task_kinds is a non-empty set drawn from {', '.join(TASK_KINDS)}")
+def check_task_kinds(plugin_cls: type[Any], r: _Rule) -> None:
+    kinds = plugin_cls.task_kinds
+    r.ensure(isinstance(kinds, set | frozenset), f"task_kinds is a {type(kinds).__name__}")
+    r.ensure(bool(kinds), "task_kinds is empty")
+    unknown = sorted(set(kinds) - set(TASK_KINDS))
+    r.ensure(not unknown, f"unknown task kind(s): {', '.join(map(str, unknown))}")
+    if "fill-blank" in kinds:
+        r.ensure(
+            plugin_cls.fill_blank_log_proba is not SequenceModel.fill_blank_log_proba,
+            "task_kinds has fill-blank but fill_blank_log_proba is the base's",
+            "a fill-blank plugin overrides fill_blank_log_proba",
+        )
+
+
+@rule("construction takes only (vocab_size, config=None) and init_args() rebuilds the model")
+def check_construction(plugin_cls: type[Any], r: _Rule) -> None:
+    params = list(inspect.signature(plugin_cls).parameters.values())
+    names = [p.name for p in params]
+    r.ensure(names == ["vocab_size", "config"], f"the constructor's parameters are {names}")
+    r.ensure(params[1].default is None, f"config defaults to {params[1].default!r}, not None")
+    model = plugin_cls(VOCAB_SIZE)
+    r.ensure(model.vocab_size == VOCAB_SIZE, f"vocab_size became {model.vocab_size!r}")
+    model = plugin_cls(VOCAB_SIZE, plugin_cls.test_params)
+    args = model.init_args()
+    r.ensure(
+        isinstance(args, dict) and set(args) == {"vocab_size", "config"},
+        f"init_args() returned {args!r}",
+        "init_args() returns exactly {'vocab_size', 'config'}",
+    )
+    json.dumps(args)  # checkpoints load with weights_only=True: plain types only
+    rebuilt = plugin_cls(**args)
+    r.ensure(
+        rebuilt.config == model.config and rebuilt.vocab_size == model.vocab_size,
+        f"{plugin_cls.__name__}(**init_args()) has config {rebuilt.config!r}",
+        "a model rebuilt from init_args() has the same config",
+    )
+
+
+@rule(
+    "construction holds no data-dependent state: not fitted, and two create(V, test_params, "
+    "seed=s) give identical get_state() (count-based: empty, or NotFittedError)"
+)
+def check_no_state_before_fit(plugin_cls: type[Any], r: _Rule) -> None:
+    a, b = _new(plugin_cls, seed=7), _new(plugin_cls, seed=7)
+    r.ensure(a.is_fitted is False, f"is_fitted is {a.is_fitted!r} right after construction")
+    try:
+        state_a = a.get_state()
+    except NotFittedError:
+        # a count-based plugin has nothing to save yet; refusing is better than {} (which
+        # set_state would then mark as fitted). Neural weights are a model from the start.
+        r.ensure(
+            not _is_neural(plugin_cls),
+            "get_state() raised NotFittedError before fit",
+            "a neural plugin's get_state() returns its initial weights before fit",
+        )
+        return
+    state_b = b.get_state()
+    r.ensure(isinstance(state_a, dict), f"get_state() returned {type(state_a).__name__}")
+    diff = _states_equal(state_a, state_b)
+    r.ensure(diff is None, f"two instances built under seed 7: {diff}")
+
+
+@rule(
+    "before fit, log_proba raises NotFittedError (count-based plugins) or returns valid "
+    "(B, V) log-probabilities (neural plugins, whose untrained weights are a model)"
+)
+def check_unfitted_log_proba(plugin_cls: type[Any], r: _Rule) -> None:
+    model = _new(plugin_cls)
+    contexts = probe_contexts(2, CONTEXT_LEN)
+    if _is_neural(plugin_cls):
+        _valid_rows(_log_proba(model, contexts, r, "an unfitted model"), 2, r, "an unfitted model")
+        return
+    try:
+        model.log_proba(contexts)
+    except NotFittedError:
+        return
+    except Exception as err:
+        raise r.fail(_instead(err, "NotFittedError")) from err
+    raise r.fail("an unfitted count-based model answered instead of raising NotFittedError")
+
+
+@rule(
+    "fit returns a non-empty list of EpochRecord (one per epoch for neural plugins), numbered "
+    "from 1, passes each to on_epoch, works with val=None, and leaves is_fitted True"
+)
+def check_fit_returns_epoch_records(plugin_cls: type[Any], r: _Rule) -> None:
+    model = _new(plugin_cls)
+    seen: list[EpochRecord] = []
+    epochs = 2
+    history = model.fit(kit_fit_data(val=False), kit_train_config(epochs=epochs), seen.append)
+    r.ensure(isinstance(history, list), f"fit returned a {type(history).__name__}")
+    r.ensure(bool(history), "fit returned an empty list")
+    kinds = {type(h).__name__ for h in history if not isinstance(h, EpochRecord)}
+    r.ensure(not kinds, f"fit returned item(s) of type {', '.join(sorted(kinds))}")
+    if _is_neural(plugin_cls):
+        r.ensure(len(history) == epochs, f"{len(history)} record(s) for epochs={epochs}")
+    numbers = [h.epoch for h in history]
+    r.ensure(numbers == list(range(1, len(history) + 1)), f"epoch numbers {numbers}")
+    r.ensure(
+        [s.epoch for s in seen] == numbers,
+        f"on_epoch received epochs {[s.epoch for s in seen]}, fit returned {numbers}",
+    )
+    r.ensure(model.is_fitted is True, f"is_fitted is {model.is_fitted!r} after fit")
+
+
+@rule("log_proba returns a float64 numpy array of shape (batch, vocab_size)")
+def check_log_proba_shape(plugin_cls: type[Any], r: _Rule) -> None:
+    model = fitted_model(plugin_cls, r)
+    contexts = probe_contexts(3, CONTEXT_LEN)
+    _valid_rows(_log_proba(model, contexts, r, "3 contexts"), 3, r, "3 contexts", values=False)
+
+
+@rule(
+    f"rows of exp(log_proba) sum to 1 within {NORM_TOL:g} and every value is finite "
+    "(smoothed: every id, <unk> and unseen ones included, has p > 0)"
+)
+def check_log_proba_normalised(plugin_cls: type[Any], r: _Rule) -> None:
+    model = fitted_model(plugin_cls, r)
+    seen = np.lib.stride_tricks.sliding_window_view(TEST_IDS, CONTEXT_LEN)[:6]
+    for what, contexts in (
+        ("contexts seen in training", np.ascontiguousarray(seen, dtype=np.int64)),
+        ("random contexts with unseen ids", probe_contexts(16, CONTEXT_LEN, seed=1)),
+        ("all-<unk> contexts", np.zeros((2, CONTEXT_LEN), dtype=np.int64)),
+    ):
+        _valid_rows(_log_proba(model, contexts, r, what), len(contexts), r, what)
+
+
+@rule("a batch of one context works and gives the same row as inside a larger batch")
+def check_batch_of_one(plugin_cls: type[Any], r: _Rule) -> None:
+    model = fitted_model(plugin_cls, r)
+    contexts = probe_contexts(4, CONTEXT_LEN, seed=2)
+    together = _valid_rows(_log_proba(model, contexts, r, "4 contexts"), 4, r, "4 contexts")
+    for i in range(len(contexts)):
+        alone = _valid_rows(
+            _log_proba(model, contexts[i : i + 1], r, "a batch of one"), 1, r, "a batch of one"
+        )
+        gap = float(np.abs(alone[0] - together[i]).max())
+        r.ensure(gap <= BATCH_TOL, f"context {i}: alone vs in a batch of 4 differ by {gap:.3g}")
+
+
+@rule(
+    f"contexts shorter than the training window (T=1 and T=3 after context_len {CONTEXT_LEN}) "
+    "give valid rows"
+)
+def check_short_context(plugin_cls: type[Any], r: _Rule) -> None:
+    model = fitted_model(plugin_cls, r)
+    for length in (1, 3):
+        what = f"contexts of length {length}"
+        _valid_rows(_log_proba(model, probe_contexts(3, length), r, what), 3, r, what)
+
+
+@rule(
+    f"contexts longer than the training window (T={3 * CONTEXT_LEN} after context_len "
+    f"{CONTEXT_LEN}) give valid rows"
+)
+def check_long_context(plugin_cls: type[Any], r: _Rule) -> None:
+    model = fitted_model(plugin_cls, r)
+    what = f"contexts of length {3 * CONTEXT_LEN}"
+    _valid_rows(_log_proba(model, probe_contexts(3, 3 * CONTEXT_LEN), r, what), 3, r, what)
+
+
+@rule(
+    "log_proba rejects ids outside [0, vocab_size), non-2-D arrays and non-integer dtypes "
+    "with a SeqlabError (DataError), not IndexError or a silent answer"
+)
+def check_rejects_bad_input(plugin_cls: type[Any], r: _Rule) -> None:
+    model = fitted_model(plugin_cls, r)
+    good = probe_contexts(2, CONTEXT_LEN)
+    last, early, negative = good.copy(), good.copy(), good.copy()
+    last[0, -1] = VOCAB_SIZE
+    early[1, 2] = VOCAB_SIZE
+    negative[0, -1] = -1
+    cases = (
+        (f"id {VOCAB_SIZE} (= vocab_size) at the last position", last),
+        ("id -1 at the last position", negative),
+        (f"id {VOCAB_SIZE} early in the context", early),
+        ("a 1-D array", good[0]),
+        ("a 3-D array", good[None]),
+        ("float contexts", good.astype(np.float64) + 0.5),
+    )
+    for what, bad in cases:
+        try:
+            model.log_proba(bad)
+        except SeqlabError:
+            continue
+        except Exception as err:
+            raise r.fail(f"{what} {_instead(err, 'a SeqlabError')}") from err
+        raise r.fail(f"{what} was answered without an error")
+
+
+@rule("log_proba is pure: asking twice gives identical rows and leaves get_state() unchanged")
+def check_inference_is_pure(plugin_cls: type[Any], r: _Rule) -> None:
+    model = fitted_model(plugin_cls, r)
+    before = model.get_state()
+    contexts = probe_contexts(4, CONTEXT_LEN, seed=3)
+    first = _log_proba(model, contexts, r, "4 contexts")
+    second = _log_proba(model, contexts, r, "the same 4 contexts again")
+    r.ensure(
+        np.array_equal(first, second),
+        f"max difference {float(np.abs(first - second).max()):.3g} (dropout left on?)",
+    )
+    diff = _states_equal(before, model.get_state())
+    r.ensure(diff is None, f"after log_proba: {diff}")
+
+
+@rule(
+    "fitting twice under the same seed (create(..., seed=s), TrainConfig(seed=s)) gives "
+    "identical log_proba"
+)
+def check_deterministic_fit(plugin_cls: type[Any], r: _Rule) -> None:
+    contexts = probe_contexts(4, CONTEXT_LEN, seed=4)
+    outputs = []
+    for _ in range(2):
+        model = _new(plugin_cls, seed=11)
+        model.fit(kit_fit_data(), kit_train_config(epochs=1, seed=11))
+        outputs.append(_log_proba(model, contexts, r, "4 contexts"))
+    gap = float(np.abs(outputs[0] - outputs[1]).max())
+    r.ensure(gap <= 1e-9, f"two fits under seed 11 differ by up to {gap:.3g}")
+
+
+@rule(
+    "save() then load() with the same vocabulary restores a fitted model with identical "
+    "init_args and log_proba; loading with another vocabulary raises DataError"
+)
+def check_save_load_roundtrip(plugin_cls: type[Any], r: _Rule) -> None:
+    model = fitted_model(plugin_cls, r)
+    state = model.get_state()
+    non_tensors = sorted(k for k, v in state.items() if not isinstance(v, torch.Tensor))
+    r.ensure(
+        not non_tensors,
+        f"non-tensor entries {non_tensors[:5]}",
+        "get_state() holds only tensors (checkpoints load with weights_only=True)",
+    )
+    contexts = probe_contexts(4, CONTEXT_LEN, seed=5)
+    expected = _log_proba(model, contexts, r, "4 contexts")
+    with tempfile.TemporaryDirectory(prefix="seqlab-kit-") as tmp:
+        path = Path(tmp) / "model.pt"
+        model.save(path, vocab=list(VOCAB), plugin=r.name)
+        loaded = plugin_cls.load(path, vocab=list(VOCAB))
+        r.ensure(
+            type(loaded) is plugin_cls,
+            f"load returned a {type(loaded).__name__}",
+            "load returns an instance of the plugin class",
+        )
+        r.ensure(loaded.is_fitted is True, "is_fitted is False after load")
+        r.ensure(
+            loaded.init_args() == model.init_args(),
+            f"init_args {loaded.init_args()!r} != {model.init_args()!r}",
+        )
+        got = _log_proba(loaded, contexts, r, "4 contexts after load")
+        gap = float(np.abs(got - expected).max())
+        r.ensure(gap == 0.0, f"log_proba after load differs by up to {gap:.3g}")
+        other = ["<unk>", "a", "b", "x", "d"]
+        try:
+            plugin_cls.load(path, vocab=other)
+        except DataError:
+            pass
+        except Exception as err:
+            raise r.fail(f"loading with another vocabulary {_instead(err, 'DataError')}") from err
+        else:
+            raise r.fail("a checkpoint loaded with another vocabulary without an error")
+
+
+@rule(
+    f"after fit, a periodic sequence over V={VOCAB_SIZE} is learnt: held-out mean nll "
+    f"below 0.5*ln(V) = {0.5 * math.log(VOCAB_SIZE):.3f} and acc@1 >= 0.95"
+)
+def check_learns_periodic_sequence(plugin_cls: type[Any], r: _Rule) -> None:
+    from pipeline_core.metrics import score_targets
+
+    if "next-token" not in plugin_cls.task_kinds:
+        raise CheckSkipped("the plugin does not do next-token prediction")
+    model = fitted_model(plugin_cls, r)
+    windows = np.lib.stride_tricks.sliding_window_view(TEST_IDS, CONTEXT_LEN + 1)
+    contexts = np.ascontiguousarray(windows[:, :-1], dtype=np.int64)
+    scores = score_targets(model, contexts, windows[:, -1])
+    nll, acc = float(-scores.logp.mean()), float(scores.top1.mean())
+    r.ensure(
+        nll < 0.5 * math.log(VOCAB_SIZE) and acc >= 0.95,
+        f"held-out nll {nll:.3f} nats (uniform: {math.log(VOCAB_SIZE):.3f}), acc@1 {acc:.2f}",
+    )
+
+
+@rule("fill-blank plugins: fill_blank_log_proba(left, right) returns valid (B, V) rows")
+def check_fill_blank(plugin_cls: type[Any], r: _Rule) -> None:
+    if "fill-blank" not in plugin_cls.task_kinds:
+        raise CheckSkipped("the plugin does not declare the fill-blank task")
+    model = fitted_model(plugin_cls, r)
+    left = probe_contexts(3, CONTEXT_LEN, seed=6)
+    right = probe_contexts(3, CONTEXT_LEN, seed=7)
+    what = "3 (left, right) contexts"
+    try:
+        lp = model.fill_blank_log_proba(left, right)
+    except Exception as err:
+        raise r.fail(f"fill_blank_log_proba raised {_describe(err)}") from err
+    _valid_rows(lp, 3, r, what)
+
+
+_CHECK_FNS: tuple[CheckFn, ...] = (
+    check_class_contract,
+    check_config_defaults,
+    check_test_params,
+    check_config_rejects_unknown_key,
+    check_config_rejects_invalid_value,
+    check_vocab_size_validated,
+    check_task_kinds,
+    check_construction,
+    check_no_state_before_fit,
+    check_unfitted_log_proba,
+    check_fit_returns_epoch_records,
+    check_log_proba_shape,
+    check_log_proba_normalised,
+    check_batch_of_one,
+    check_short_context,
+    check_long_context,
+    check_rejects_bad_input,
+    check_inference_is_pure,
+    check_deterministic_fit,
+    check_save_load_roundtrip,
+    check_learns_periodic_sequence,
+    check_fill_blank,
+)
+
+
+def all_checks() -> list[Check]:
+    """Every check, in the order a failure is easiest to read (class first, learning last)."""
+    return [
+        Check(fn.__name__.removeprefix("check_"), fn.rule, fn)  # type: ignore[attr-defined]
+        for fn in _CHECK_FNS
+    ]

@@ -1,0 +1,329 @@
+"""Tokenizers, vocabulary, integer encoding, contiguous splits and lazy windows.
+
+The corpus becomes one integer array (the smallest unsigned dtype that fits) and a
+vocabulary; splits are contiguous slices (the tail is the test set, so no test token
+leaks into training); windows are strided *views* of that array, never copies and
+never one-hot.
+
+``<unk>`` policy, shared by every plugin: id 0 is always ``<unk>``. The character
+vocabulary holds every symbol seen in the cleaned corpus (so ``<unk>`` only appears in
+prompts given at generation or serving time); the word vocabulary keeps words seen at
+least ``min_freq`` times (and at most ``max_vocab`` of them, most frequent first), the
+rest map to ``<unk>``. Every model predicts over all ids, ``<unk>`` included.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline_core.config import DataConfig, Level
+from pipeline_core.errors import DataError
+
+UNK = "<unk>"
+SPECIALS: tuple[str, ...] = (UNK,)
+SPLIT_NAMES: tuple[str, str, str] = ("train", "val", "test")
+_WORD_RE = re.compile(r"\w+|[^\w\s]")
+
+
+def tokenize(text: str, level: Level) -> tuple[list[str], np.ndarray]:
+    """Tokens and the character offset where each starts (for bpc over characters)."""
+    if level == "char":
+        return list(text), np.arange(len(text), dtype=np.int64)
+    matches = list(_WORD_RE.finditer(text))
+    starts = np.fromiter((m.start() for m in matches), dtype=np.int64, count=len(matches))
+    return [m.group() for m in matches], starts
+
+
+def detokenize(tokens: Iterable[str], level: Level) -> str:
+    """Inverse of :func:`tokenize` up to whitespace (words are joined by one space)."""
+    return "".join(tokens) if level == "char" else " ".join(tokens)
+
+
+def smallest_uint_dtype(n_values: int) -> np.dtype[Any]:
+    """The narrowest unsigned dtype holding ids in [0, n_values)."""
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if n_values - 1 <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    return np.dtype(np.uint64)
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Tokens in a stable order: specials first, then symbols (chars sorted by code
+    point; words by falling frequency, ties alphabetical)."""
+
+    tokens: tuple[str, ...]
+    specials: tuple[str, ...] = SPECIALS
+    _index: dict[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if len(set(self.tokens)) != len(self.tokens):
+            raise DataError("vocabulary has duplicate tokens")
+        object.__setattr__(self, "_index", {t: i for i, t in enumerate(self.tokens)})
+
+    @classmethod
+    def build(
+        cls, tokens: Sequence[str], level: Level, min_freq: int = 1, max_size: int | None = None
+    ) -> Vocabulary:
+        counts = Counter(tokens)
+        for special in SPECIALS:
+            counts.pop(special, None)
+        kept = [(t, c) for t, c in counts.items() if c >= min_freq]
+        if level == "char":
+            kept.sort(key=lambda tc: tc[0])
+        else:
+            kept.sort(key=lambda tc: (-tc[1], tc[0]))
+        if max_size is not None:
+            kept = sorted(kept, key=lambda tc: (-tc[1], tc[0]))[:max_size]
+            if level == "char":
+                kept.sort(key=lambda tc: tc[0])
+        return cls(SPECIALS + tuple(t for t, _ in kept))
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def unk_id(self) -> int:
+        return self._index[UNK]
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        """The corpus's own tokens, without the specials."""
+        return tuple(t for t in self.tokens if t not in self.specials)
+
+    def id_of(self, token: str) -> int:
+        return self._index.get(token, self._index[UNK])
+
+    def encode(self, tokens: Iterable[str]) -> np.ndarray:
+        ids = [self._index.get(t, 0) for t in tokens]
+        return np.asarray(ids, dtype=smallest_uint_dtype(len(self.tokens)))
+
+    def decode(self, ids: Iterable[int]) -> list[str]:
+        return [self.tokens[int(i)] for i in ids]
+
+    def to_json(self) -> str:
+        return json.dumps({"tokens": list(self.tokens), "specials": list(self.specials)})
+
+    @classmethod
+    def from_json(cls, text: str) -> Vocabulary:
+        raw = json.loads(text)
+        return cls(tuple(raw["tokens"]), tuple(raw["specials"]))
+
+    def save(self, path: str | Path) -> Path:
+        out = Path(path)
+        out.write_text(self.to_json(), encoding="utf-8")
+        return out
+
+
+@dataclass(frozen=True)
+class EncodedCorpus:
+    """A vocabulary and the corpus as one id array with contiguous split bounds."""
+
+    vocab: Vocabulary
+    ids: np.ndarray
+    bounds: tuple[int, int]  # train = [0, b0), val = [b0, b1), test = [b1, N)
+    split_chars: dict[str, int]  # characters of text each split covers (for bpc)
+    level: Level
+    text_sha256: str
+    config: DataConfig
+
+    def span(self, split: str) -> tuple[int, int]:
+        b0, b1 = self.bounds
+        return {"train": (0, b0), "val": (b0, b1), "test": (b1, len(self.ids))}[split]
+
+    def split(self, split: str) -> np.ndarray:
+        start, stop = self.span(split)
+        return self.ids[start:stop]
+
+    @property
+    def train(self) -> np.ndarray:
+        return self.split("train")
+
+    @property
+    def val(self) -> np.ndarray:
+        return self.split("val")
+
+    @property
+    def test(self) -> np.ndarray:
+        return self.split("test")
+
+    def split_sizes(self) -> dict[str, int]:
+        return {name: len(self.split(name)) for name in SPLIT_NAMES}
+
+    def scoring_positions(self, split: str) -> np.ndarray:
+        """Indices into ``ids`` of the tokens scored for ``split``: all of them, each with
+        a full context (earlier splits may lend context tokens, never labels)."""
+        start, stop = self.span(split)
+        return np.arange(max(start, self.config.context_len), stop, dtype=np.int64)
+
+    def contexts_at(self, positions: np.ndarray) -> np.ndarray:
+        """Contexts (B, context_len) preceding each position, from a strided view."""
+        windows = sliding_windows(self.ids, self.config.context_len)
+        return windows[positions - self.config.context_len].astype(np.int64)
+
+    @property
+    def digest(self) -> str:
+        """Identifies the encoded data: text hash + the config that shaped it."""
+        payload = json.dumps(
+            {"text": self.text_sha256, "config": self.config.model_dump(mode="json")},
+            sort_keys=True,
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def sliding_windows(ids: np.ndarray, length: int) -> np.ndarray:
+    """All windows of ``length`` consecutive ids, as a read-only view (no copy)."""
+    if len(ids) < length:
+        return np.empty((0, length), dtype=ids.dtype)
+    return np.lib.stride_tricks.sliding_window_view(ids, length)
+
+
+def iter_batches(
+    ids: np.ndarray, window: int, step: int, batch_size: int, rng: np.random.Generator | None
+) -> Iterator[np.ndarray]:
+    """Batches (B, window) of windows starting every ``step`` ids; shuffled with ``rng``.
+
+    Only the starting offsets are materialised; each batch gathers its rows from a view.
+    """
+    views = sliding_windows(ids, window)
+    starts = np.arange(0, len(views), step, dtype=np.int64)
+    if rng is not None:
+        rng.shuffle(starts)
+    for i in range(0, len(starts), batch_size):
+        yield views[starts[i : i + batch_size]].astype(np.int64)
+
+
+def count_windows(n_ids: int, window: int, step: int) -> int:
+    n = n_ids - window + 1
+    return 0 if n <= 0 else (n + step - 1) // step
+
+
+def split_bounds(n_tokens: int, fractions: Sequence[float]) -> tuple[int, int]:
+    b0 = round(n_tokens * fractions[0])
+    b1 = round(n_tokens * (fractions[0] + fractions[1]))
+    return b0, b1
+
+
+def vectorize(text: str, config: DataConfig) -> EncodedCorpus:
+    """Tokenize, build the vocabulary, encode, and cut contiguous splits."""
+    tokens, starts = tokenize(text, config.level)
+    vocab = Vocabulary.build(tokens, config.level, config.min_freq, config.max_vocab)
+    ids = vocab.encode(tokens)
+    b0, b1 = split_bounds(len(ids), config.splits)
+    check_long_enough(len(ids), (b0, b1), config)
+    char_at = np.append(starts, len(text))
+    split_chars = {
+        "train": int(char_at[b0] - char_at[0]) if b0 else 0,
+        "val": int(char_at[b1] - char_at[b0]),
+        "test": int(len(text) - char_at[b1]),
+    }
+    return EncodedCorpus(
+        vocab=vocab,
+        ids=ids,
+        bounds=(b0, b1),
+        split_chars=split_chars,
+        level=config.level,
+        text_sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        config=config,
+    )
+
+
+def check_long_enough(n_tokens: int, bounds: tuple[int, int], config: DataConfig) -> None:
+    """Every split needs more tokens than one window, or nothing can be trained or scored."""
+    b0, b1 = bounds
+    sizes = {"train": b0, "val": b1 - b0, "test": n_tokens - b1}
+    need = config.context_len + 1
+    short = [f"{name}={size}" for name, size in sizes.items() if size < need]
+    if short:
+        raise DataError(
+            f"corpus too short: {n_tokens} {config.level} tokens give splits "
+            f"{', '.join(short)}, each needs at least context_len + 1 = {need} tokens; "
+            "use a longer text, a smaller context_len, or other splits"
+        )
+
+
+def cache_root() -> Path:
+    """``$SEQLAB_CACHE_DIR`` or ``~/.cache/seqlab``: downloads and encoded corpora."""
+    import os
+
+    return Path(os.environ.get("SEQLAB_CACHE_DIR", Path.home() / ".cache" / "seqlab"))
+
+
+def corpus_key(text: str, config: DataConfig) -> str:
+    """Cache key: the text's sha256 and the config that shapes the encoding."""
+    payload = json.dumps(
+        {
+            "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+            **config.model_dump(mode="json"),
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+def save_corpus(corpus: EncodedCorpus, folder: Path) -> None:
+    """Write ids (.npy), vocabulary (JSON) and metadata; atomically, via a temp folder."""
+    import shutil
+    import tempfile
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tmp-"))
+    np.save(tmp / "ids.npy", corpus.ids)
+    corpus.vocab.save(tmp / "vocab.json")
+    meta = {
+        "bounds": list(corpus.bounds),
+        "split_chars": corpus.split_chars,
+        "level": corpus.level,
+        "text_sha256": corpus.text_sha256,
+        "config": corpus.config.model_dump(mode="json"),
+    }
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    try:
+        tmp.rename(folder)
+    except OSError:  # another process cached the same corpus first
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_corpus(folder: Path) -> EncodedCorpus:
+    meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+    return EncodedCorpus(
+        vocab=Vocabulary.from_json((folder / "vocab.json").read_text(encoding="utf-8")),
+        ids=np.load(folder / "ids.npy"),
+        bounds=(int(meta["bounds"][0]), int(meta["bounds"][1])),
+        split_chars={k: int(v) for k, v in meta["split_chars"].items()},
+        level=meta["level"],
+        text_sha256=meta["text_sha256"],
+        config=DataConfig.model_validate(meta["config"]),
+    )
+
+
+def vectorize_cached(
+    text: str, config: DataConfig, cache_dir: Path | None = None
+) -> tuple[EncodedCorpus, bool]:
+    """:func:`vectorize`, reusing an earlier result for the same text and config.
+
+    Returns the corpus and whether it came from the cache.
+    """
+    folder = (cache_dir or cache_root() / "vectorized") / corpus_key(text, config)
+    if (folder / "meta.json").is_file():
+        try:
+            return load_corpus(folder), True
+        except (OSError, ValueError, KeyError):
+            pass  # a damaged cache entry is rebuilt below
+    corpus = vectorize(text, config)
+    save_corpus(corpus, folder)
+    return corpus, False
+
+
+def corpus_text(texts: Iterable[str]) -> str:
+    """Documents joined into one stream; a blank line marks each document boundary."""
+    return "\n\n".join(texts)

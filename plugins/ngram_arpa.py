@@ -1,0 +1,209 @@
+"""ARPA back-off files (the SRILM / KenLM text format): writing, reading, scoring.
+
+Why: an n-gram model exported as ARPA can be queried by KenLM, SRILM or any toolkit,
+and reading it back proves the export is the model.
+
+Format::
+
+    \\data\\
+    ngram 1=<count>
+    ...
+    \\1-grams:
+    <log10 p>\\t<w1>\\t<log10 backoff>
+    ...
+    \\N-grams:
+    <log10 p>\\t<w1 ... wN>
+    \\end\\
+
+Scoring (standard back-off semantics): ``p(w|h) = p(hw)`` when ``hw`` is listed, else
+``bow(h) * p(w|h')`` with ``h'`` = ``h`` without its first token and ``bow(h) = 1`` when
+``h`` is not listed. A zero probability is written as SRILM's ``-99``. Numbers are printed
+with 10 decimals, so a read-back probability is exact to ~1e-10 relative.
+
+**Token escaping**: ARPA separates fields by whitespace, so a token may not contain any.
+A space is written ``<sp>`` and any other whitespace character ``<U+XXXX>`` (its code
+point in hex, e.g. a newline is ``<U+000A>``); the reader undoes both. A token that
+already reads like an escape (e.g. the literal text ``<sp>``) cannot be written
+unambiguously and is refused, as is an empty token.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline_core.errors import DataError
+
+_UNESCAPE = re.compile(r"<sp>|<U\+([0-9A-F]{4,6})>")
+_HEADER = re.compile(r"ngram\s+(\d+)\s*=\s*(\d+)$")
+_SECTION = re.compile(r"\\(\d+)-grams:$")
+
+
+def escape_token(token: str) -> str:
+    """ARPA spelling of a token: whitespace characters become ``<sp>`` / ``<U+XXXX>``."""
+    return "".join(
+        "<sp>" if ch == " " else f"<U+{ord(ch):04X}>" if ch.isspace() else ch for ch in token
+    )
+
+
+def unescape_token(text: str) -> str:
+    """Inverse of :func:`escape_token`."""
+    return _UNESCAPE.sub(lambda m: " " if m.group(1) is None else chr(int(m.group(1), 16)), text)
+
+
+@dataclass(frozen=True)
+class ArpaTable:
+    """One order's section: token ids (n, k), log10 probabilities, log10 backoffs."""
+
+    tokens: np.ndarray
+    log10_prob: np.ndarray
+    log10_backoff: np.ndarray | None
+
+
+def _escaped_vocab(vocab: Sequence[str]) -> np.ndarray:
+    escaped = []
+    for i, tok in enumerate(vocab):
+        esc = escape_token(tok)
+        if not tok or unescape_token(esc) != tok:
+            raise DataError(f"vocab id {i}: token {tok!r} cannot be written to ARPA unambiguously")
+        escaped.append(esc)
+    if len(set(escaped)) != len(escaped):
+        raise DataError("vocab has duplicate tokens; ARPA needs each token once")
+    return np.array(escaped, dtype=object)
+
+
+def write_arpa(path: str | Path, tables: Sequence[ArpaTable], vocab: Sequence[str]) -> Path:
+    """Write ``tables`` (orders 1..N) as an ARPA file, tokens named by ``vocab``."""
+    esc = _escaped_vocab(vocab)
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", encoding="utf-8", newline="\n") as fh:
+        fh.write("\\data\\\n")
+        for k, table in enumerate(tables, start=1):
+            fh.write(f"ngram {k}={len(table.tokens)}\n")
+        for k, table in enumerate(tables, start=1):
+            fh.write(f"\n\\{k}-grams:\n")
+            words = esc[table.tokens[:, 0]]
+            for col in range(1, k):
+                words = words + " " + esc[table.tokens[:, col]]
+            probs = [f"{x:.10f}" for x in table.log10_prob.tolist()]
+            if table.log10_backoff is None:
+                fh.writelines(f"{p}\t{w}\n" for p, w in zip(probs, words, strict=True))
+            else:
+                bows = [f"{x:.10f}" for x in table.log10_backoff.tolist()]
+                fh.writelines(
+                    f"{p}\t{w}\t{b}\n" for p, w, b in zip(probs, words, bows, strict=True)
+                )
+        fh.write("\n\\end\\\n")
+    return out
+
+
+class ArpaModel:
+    """A back-off model read from an ARPA file, scored with the standard semantics."""
+
+    def __init__(
+        self,
+        order: int,
+        vocab: list[str],
+        log10_probs: dict[tuple[str, ...], float],
+        log10_backoffs: dict[tuple[str, ...], float],
+        unk: str = "<unk>",
+    ):
+        self.order = order
+        self.vocab = vocab
+        self.log10_probs = log10_probs
+        self.log10_backoffs = log10_backoffs
+        self.unk = unk
+
+    def _known(self, token: str) -> str:
+        if (token,) in self.log10_probs:
+            return token
+        if (self.unk,) in self.log10_probs:
+            return self.unk
+        raise DataError(f"token {token!r} is not in the ARPA vocabulary and it has no {self.unk}")
+
+    def log10_prob(self, word: str, context: Sequence[str] = ()) -> float:
+        """log10 p(word | context), backing off as ARPA prescribes."""
+        ctx = tuple(self._known(t) for t in context)
+        ctx = ctx[len(ctx) - self.order + 1 :] if self.order > 1 else ()
+        word = self._known(word)
+        backoff = 0.0
+        for s in range(len(ctx) + 1):
+            history = ctx[s:]
+            lp = self.log10_probs.get((*history, word))
+            if lp is not None:
+                return backoff + lp
+            backoff += self.log10_backoffs.get(history, 0.0)
+        raise AssertionError("unreachable: every known word has a unigram")
+
+    def log_proba(self, context: Sequence[str] = ()) -> np.ndarray:
+        """Natural-log p(w | context) for every w of :attr:`vocab` (file order)."""
+        return np.array([self.log10_prob(w, context) for w in self.vocab]) * math.log(10.0)
+
+
+def read_arpa(path: str | Path, unk: str = "<unk>") -> ArpaModel:
+    """Parse an ARPA file (one-line DataError if malformed); tokens are unescaped."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"ARPA file not found: {p}")
+    declared: dict[int, int] = {}
+    probs: dict[tuple[str, ...], float] = {}
+    bows: dict[tuple[str, ...], float] = {}
+    seen: dict[int, int] = {}
+    vocab: list[str] = []
+    section = 0  # 0: before \data\, -1: header, k: inside \k-grams:, -2: after \end\
+    with p.open(encoding="utf-8") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            line = raw.strip()
+            if not line or section == -2:
+                continue
+            if line == "\\data\\":
+                section = -1
+                continue
+            if line == "\\end\\":
+                section = -2
+                continue
+            m = _SECTION.match(line)
+            if m:
+                section = int(m.group(1))
+                if section not in declared:
+                    raise DataError(f"{p} line {lineno}: \\{section}-grams: not declared")
+                continue
+            if section == -1:
+                h = _HEADER.match(line)
+                if not h:
+                    raise DataError(f"{p} line {lineno}: expected 'ngram k=count'")
+                declared[int(h.group(1))] = int(h.group(2))
+                continue
+            if section <= 0:
+                raise DataError(f"{p} line {lineno}: text outside a section")
+            parts = line.split()
+            k = section
+            if len(parts) not in (k + 1, k + 2):
+                raise DataError(f"{p} line {lineno}: expected {k} token(s) after the log10 prob")
+            try:
+                logp = float(parts[0])
+                bow = float(parts[k + 1]) if len(parts) == k + 2 else None
+            except ValueError:
+                raise DataError(f"{p} line {lineno}: not a number") from None
+            gram = tuple(unescape_token(t) for t in parts[1 : k + 1])
+            probs[gram] = logp
+            if bow is not None:
+                bows[gram] = bow
+            if k == 1:
+                vocab.append(gram[0])
+            seen[k] = seen.get(k, 0) + 1
+    if section != -2:
+        raise DataError(f"{p}: no \\end\\ (truncated ARPA file?)")
+    for k, n in declared.items():
+        if seen.get(k, 0) != n:
+            raise DataError(f"{p}: header declares {n} {k}-grams, the file has {seen.get(k, 0)}")
+    return ArpaModel(max(declared, default=1), vocab, probs, bows, unk)
+
+
+__all__ = ["ArpaModel", "ArpaTable", "escape_token", "read_arpa", "unescape_token", "write_arpa"]

@@ -1,0 +1,186 @@
+"""The ``seqlab`` command line: thin over pipeline_core and flows.
+
+Every user error (:class:`~pipeline_core.errors.SeqlabError`) is printed as one line,
+``error: ...``, on stderr with exit code 2; heavy imports (torch, prefect, mlflow) happen
+inside the commands that need them, so ``seqlab plugins`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from pipeline_core.errors import ConfigError, SeqlabError
+from seqlab import cli_plugins
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="seqlab: n-gram baselines and recurrent networks on identical splits, one metric.",
+)
+data_app = typer.Typer(no_args_is_help=True, help="Look at a corpus before training on it.")
+app.add_typer(data_app, name="data")
+cli_plugins.register(app)
+
+QUIET_DEFAULTS = {
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "MLFLOW_LOGGING_LEVEL": "WARNING",
+    "DO_NOT_TRACK": "1",
+}
+
+
+def quiet_services() -> None:
+    """Sensible defaults for Prefect and MLflow on a laptop; the user's env wins."""
+    for key, value in QUIET_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+def split_models(models: str) -> list[str]:
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    if not names:
+        raise ConfigError("--models: give at least one plugin name, e.g. --models ngram,lstm")
+    return names
+
+
+def build_run_config(
+    config: Path | None,
+    data: str | None,
+    clean: str | None,
+    level: str | None,
+    models: str | None,
+    epochs: int | None,
+    tracking_uri: str | None,
+    errors: str | None,
+) -> Any:
+    """The resolved config: the file, then each flag that was given."""
+    from pipeline_core.config import load_run_config, load_yaml
+
+    overrides: dict[str, Any] = {}
+    for key, value in {
+        "data.source": data,
+        "data.clean": clean,
+        "data.level": level,
+        "data.errors": errors,
+        "train.epochs": epochs,
+        "tracking.tracking_uri": tracking_uri,
+    }.items():
+        if value is not None:
+            overrides[key] = value
+    if models is not None:
+        existing = {
+            (m.get("name") or m.get("plugin")): m
+            for m in (load_yaml(config).get("models") or [] if config else [])
+            if isinstance(m, dict)
+        }
+        overrides["models"] = [existing.get(n, {"plugin": n}) for n in split_models(models)]
+    return load_run_config(config, overrides)
+
+
+def print_leaderboard(result: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"leaderboard — {result.experiment}")
+    for col in ("model", "test bpc", "ppl", "acc@1", "train s"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for row in result.leaderboard.itertuples():
+        table.add_row(
+            row.model,
+            f"{row.test_bpc:.4f}",
+            f"{row.test_ppl:.3f}",
+            f"{row.test_acc1:.3f}",
+            f"{row.train_s:.1f}",
+        )
+    console = Console()
+    console.print(table)
+    console.print(f"MLflow parent run: {result.parent_run_id}")
+    console.print(f"tracking URI: {result.tracking_uri}")
+
+
+@app.command("run")
+def run_command(
+    config: Path | None = typer.Option(None, "--config", help="YAML run config."),
+    data: str | None = typer.Option(
+        None, "--data", help="File, directory, glob, URL, gutenberg:<id> or synthetic:<name>."
+    ),
+    clean: str | None = typer.Option(None, "--clean", help="Cleaning preset: none, seed, text."),
+    level: str | None = typer.Option(None, "--level", help="Tokens: char or word."),
+    models: str | None = typer.Option(None, "--models", help="Plugins, comma separated."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Training epochs."),
+    tracking_uri: str | None = typer.Option(
+        None, "--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI or ./mlruns.db)."
+    ),
+    errors: str | None = typer.Option(
+        None, "--errors", help="Undecodable bytes: strict (fail) or ignore (the tutorial's)."
+    ),
+) -> None:
+    """Train and evaluate models on identical splits; print the leaderboard."""
+    quiet_services()
+    run_config = build_run_config(config, data, clean, level, models, epochs, tracking_uri, errors)
+    from pipeline_core.experiment import resolve_models
+
+    resolve_models(run_config.models)  # unknown plugins and bad configs fail before Prefect
+    from flows.compare import compare_flow
+    from flows.console import hide_user_error_tracebacks
+
+    hide_user_error_tracebacks()
+    print_leaderboard(compare_flow(run_config))
+
+
+@data_app.command("inspect")
+def inspect_command(
+    source: str = typer.Argument(..., help="File, directory, glob, URL, gutenberg:<id>, ..."),
+    clean: str = typer.Option("none", "--clean", help="Cleaning preset: none, seed, text."),
+    level: str = typer.Option("char", "--level", help="Tokens: char or word."),
+    errors: str = typer.Option("strict", "--errors", help="strict or ignore."),
+    context_len: int = typer.Option(10, "--context-len", help="Window length (SEQ_LEN)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
+) -> None:
+    """Documents, characters, vocabulary and split sizes of a cleaned corpus."""
+    from pipeline_core.data_report import inspect_source
+
+    report = inspect_source(
+        source, clean=clean, level=level, errors=errors, context_len=context_len
+    )
+    if as_json:
+        print(json.dumps(report))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"data: {source}", show_header=False)
+    for key, value in report.items():
+        shown = (
+            ", ".join(f"{k}={v}" for k, v in value.items()) if isinstance(value, dict) else value
+        )
+        table.add_row(key, str(shown))
+    Console().print(table)
+
+
+def main() -> None:
+    """Console-script entry point: one-line errors, exit code 2, no traceback."""
+    import click
+
+    try:
+        app(standalone_mode=False)
+    except SeqlabError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(err.exit_code) from None
+    except click.exceptions.UsageError as err:
+        print(f"error: {err.format_message()}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except click.exceptions.Abort:
+        print("error: aborted", file=sys.stderr)
+        raise SystemExit(130) from None
+    except click.exceptions.ClickException as err:
+        err.show()
+        raise SystemExit(err.exit_code) from None
