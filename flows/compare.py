@@ -4,10 +4,11 @@ the same data, one child run each under one MLflow parent run."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 from prefect import flow
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from flows.tasks import (
     clean_task,
@@ -19,6 +20,7 @@ from flows.tasks import (
 )
 from pipeline_core import experiment
 from pipeline_core.config import RunConfig
+from pipeline_core.experiment import ModelResult
 from pipeline_core.tracking import RunRef, get_tracker, resolve_tracking_uri
 
 
@@ -30,7 +32,8 @@ class ComparisonResult:
     experiment: str
     tracking_uri: str
     leaderboard: pd.DataFrame
-    results: list[experiment.ModelResult]
+    results: list[ModelResult]
+    entropy_rate_bits: float | None = None
 
 
 def flow_run_tags() -> dict[str, str]:
@@ -39,7 +42,10 @@ def flow_run_tags() -> dict[str, str]:
     return {"prefect.flow_run_id": str(flow_run.id or ""), "prefect.flow_name": "compare"}
 
 
-@flow(name="compare", task_runner=ThreadPoolTaskRunner(max_workers=1), log_prints=False)
+SEQUENTIAL: TaskRunner[Any] = ThreadPoolTaskRunner(max_workers=1)
+
+
+@flow(name="compare", task_runner=SEQUENTIAL, log_prints=False)
 def compare_flow(config: RunConfig) -> ComparisonResult:
     """ingest -> clean -> vectorize -> (train -> evaluate) per model -> leaderboard."""
     uri = resolve_tracking_uri(config.tracking.tracking_uri)
@@ -51,10 +57,13 @@ def compare_flow(config: RunConfig) -> ComparisonResult:
     futures = []
     for item in resolved:
         trained = train_task.submit(item, corpus, config.train, uri, parent, tags)
+        # Prefect resolves the future ``trained`` into its result before evaluate runs
         futures.append(
-            evaluate_task.submit(trained, corpus, uri, config.tracking, config.train.seed)
+            evaluate_task.submit(  # type: ignore[call-overload]
+                trained, corpus, uri, config.tracking, config.train.seed
+            )
         )
-    results: list[experiment.ModelResult] = []
+    results: list[ModelResult] = []
     try:
         for future in futures:
             results.append(future.result())
@@ -68,4 +77,5 @@ def compare_flow(config: RunConfig) -> ComparisonResult:
         tracking_uri=uri,
         leaderboard=table,
         results=results,
+        entropy_rate_bits=experiment.source_entropy_bits(config.data),
     )

@@ -143,7 +143,11 @@ class SequenceModel(ABC):
     # ---- persistence ---------------------------------------------------------------
     @abstractmethod
     def get_state(self) -> dict[str, torch.Tensor]:
-        """Everything learned, as tensors (so ``weights_only=True`` can load it)."""
+        """Everything learned, as tensors (so ``weights_only=True`` can load it).
+
+        Before ``fit``: a neural model returns its initial weights; a count-based model
+        has learned nothing and raises :class:`NotFittedError` (an empty state saved and
+        reloaded would pose as a fitted model)."""
 
     @abstractmethod
     def set_state(self, state: Mapping[str, torch.Tensor]) -> None:

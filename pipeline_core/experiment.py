@@ -46,6 +46,14 @@ def experiment_name(data: DataConfig, tracking: TrackingConfig) -> str:
     return tracking.experiment or f"seqlab/{dataset_name(data.source)}/{TASK}"
 
 
+def source_entropy_bits(data: DataConfig) -> float | None:
+    """The exact entropy rate of a synthetic character source: the best bpc possible."""
+    known = synthetic_metadata(data.source)
+    if known is None or "entropy_rate_bits" not in known or data.level != "char":
+        return None
+    return float(known["entropy_rate_bits"])
+
+
 # ---- data stages ---------------------------------------------------------------------
 def ingest(data: DataConfig) -> pd.DataFrame:
     from pipeline_core.sources import load_documents
@@ -248,7 +256,7 @@ def evaluate_model(
                 Path(tmp) / "checkpoint.pt",
                 vocab=corpus.vocab.tokens,
                 plugin=trained.resolved.spec.plugin,
-                extra={"context_len": corpus.config.context_len, "level": corpus.level},
+                extra={"data": corpus.config.model_dump(mode="json")},
             )
             tracker.log_file(run, ckpt, "model")
     except BaseException as err:
@@ -301,10 +309,13 @@ def start_comparison(
     )
     tracker.log_params(parent, config.model_dump(mode="json"))
     sizes = corpus.split_sizes()
-    figures = {"vocab_size": len(corpus.vocab), **{f"{k}_tokens": v for k, v in sizes.items()}}
-    known = synthetic_metadata(config.data.source)
-    if known is not None and "entropy_rate_bits" in known and corpus.level == "char":
-        figures["source_entropy_rate_bits"] = float(known["entropy_rate_bits"])
+    figures: dict[str, float] = {
+        "vocab_size": len(corpus.vocab),
+        **{f"{k}_tokens": v for k, v in sizes.items()},
+    }
+    floor = source_entropy_bits(config.data)
+    if floor is not None:
+        figures["source_entropy_rate_bits"] = floor
     tracker.log_metrics(parent, figures)
     return parent
 
@@ -328,3 +339,19 @@ def finish_comparison(
         tracker.log_metrics(parent, {"best_test_bpc": float(best["test_bpc"])})
     tracker.end(parent, failed=failed)
     return table
+
+
+def score_checkpoint(
+    path: str | Path, data_overrides: dict[str, Any], split: str = "test"
+) -> tuple[Scores, DataConfig]:
+    """Score a saved model on a corpus prepared as it was trained (the checkpoint holds
+    that data config; ``data_overrides`` change the source or anything else)."""
+    from pipeline_core.config import validate_model
+    from pipeline_core.contract import read_checkpoint
+    from pipeline_core.registry import load_checkpoint
+
+    saved = read_checkpoint(path).get("extra", {}).get("data", {})
+    data = validate_model(DataConfig, {**saved, **data_overrides}, where="data")
+    corpus = encode(clean(ingest(data), data), data)
+    model = load_checkpoint(path, vocab=corpus.vocab.tokens)
+    return evaluate(model, corpus, split), data

@@ -10,11 +10,16 @@ distribution; every other plugin stays usable.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline_core.errors import PluginError
+
+if TYPE_CHECKING:
+    from pipeline_core.contract import SequenceModel
 
 GROUP = "seqlab.models"
 
@@ -118,7 +123,7 @@ def _load(info: PluginInfo) -> type:
     return obj
 
 
-def load_plugin(name: str) -> type:
+def load_plugin(name: str) -> type[SequenceModel]:
     """The plugin class registered as ``name``; a one-line error lists the known ones."""
     infos = [i for i in discover() if i.name == name]
     if not infos:
@@ -153,3 +158,15 @@ def inspect_all(eps: Iterable[EntryPoint] | None = None) -> list[PluginInfo]:
                 info = PluginInfo(info.name, info.value, info.distribution, info.version, str(err))
         checked.append(info)
     return checked
+
+
+def load_checkpoint(path: str | Path, vocab: Sequence[str] | None = None) -> SequenceModel:
+    """Rebuild any plugin's model from a checkpoint, resolving its class by the plugin
+    name stored in it; with ``vocab``, refuse a checkpoint trained on another vocabulary."""
+    from pipeline_core.contract import read_checkpoint
+
+    payload = read_checkpoint(path)
+    name = payload.get("plugin")
+    if not name:
+        raise PluginError(f"{path}: the checkpoint does not name its plugin")
+    return load_plugin(str(name)).load(path, vocab=vocab)

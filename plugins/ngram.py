@@ -209,7 +209,11 @@ class NGramModel(SequenceModel):
         settings: TrainConfig,
         on_epoch: EpochCallback | None = None,
     ) -> list[EpochRecord]:
-        """Count every n-gram of ``data.train``; report train and val nll as one epoch."""
+        """Count every n-gram of ``data.train``; report train and val nll as one epoch.
+
+        ``settings`` is ignored (nothing to optimise). ``val_nll`` is ``inf`` when the
+        model gives a val token probability 0 (``mle``, ``nltk_compat``).
+        """
         if int(data.vocab_size) != self.vocab_size:
             raise DataError(
                 f"data has vocab_size {data.vocab_size} but the model was built for "

@@ -102,6 +102,11 @@ def print_leaderboard(result: Any) -> None:
         )
     console = Console()
     console.print(table)
+    if result.entropy_rate_bits is not None:
+        console.print(
+            f"source entropy rate: {result.entropy_rate_bits:.4f} bits/char "
+            "(the best any model can do on average)"
+        )
     console.print(f"MLflow parent run: {result.parent_run_id}")
     console.print(f"tracking URI: {result.tracking_uri}")
 
@@ -134,6 +139,29 @@ def run_command(
 
     hide_user_error_tracebacks()
     print_leaderboard(compare_flow(run_config))
+
+
+@app.command("score")
+def score_command(
+    checkpoint: Path = typer.Argument(..., help="A seqlab checkpoint (model/checkpoint.pt)."),
+    data: str | None = typer.Option(None, "--data", help="Source (default: the training one)."),
+    clean: str | None = typer.Option(None, "--clean", help="Cleaning preset override."),
+    split: str = typer.Option("test", "--split", help="train, val or test."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
+) -> None:
+    """Score a saved model on a corpus prepared the way it was trained."""
+    from pipeline_core.experiment import score_checkpoint
+
+    if split not in ("train", "val", "test"):
+        raise ConfigError(f"--split: must be train, val or test (got {split!r})")
+    overrides = {k: v for k, v in {"source": data, "clean": clean}.items() if v is not None}
+    scores, config = score_checkpoint(checkpoint, overrides, split)
+    figures = {"source": config.source, "split": split, **scores.as_metrics(split)}
+    if as_json:
+        print(json.dumps(figures))
+        return
+    for key, value in figures.items():
+        print(f"{key}: {value}")
 
 
 @data_app.command("inspect")
@@ -171,7 +199,7 @@ def main() -> None:
     import click
 
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except SeqlabError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(err.exit_code) from None
@@ -184,3 +212,5 @@ def main() -> None:
     except click.exceptions.ClickException as err:
         err.show()
         raise SystemExit(err.exit_code) from None
+    if isinstance(code, int) and code:
+        raise SystemExit(code)

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest_data import data_file
 
 from pipeline_core.cleaning import (
     PRESETS,
@@ -22,6 +21,7 @@ from pipeline_core.cleaning import (
 from pipeline_core.errors import ConfigError, DataError
 from pipeline_core.schemas import make_documents
 from pipeline_core.sources import load_documents
+from tests.conftest_data import data_file
 
 
 def tutorial_cleaning(file: Any) -> str:

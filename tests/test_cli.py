@@ -77,7 +77,10 @@ def test_run_prints_leaderboard_and_records_every_model(
     )
     assert sorted(c.info.run_name for c in children) == ["lstm", "ngram"]
     assert all("test_bpc" in c.data.metrics for c in children)
-    assert client.get_experiment(parent.info.experiment_id).name == "seqlab/synthetic-markov/next-token"
+    assert (
+        client.get_experiment(parent.info.experiment_id).name
+        == "seqlab/synthetic-markov/next-token"
+    )
 
     # a later bad run against the same store loses nothing already recorded
     bad = run_cli("run", "--data", "/no/such/file.txt", "--tracking-uri", tracking_uri)
@@ -101,10 +104,15 @@ def _write(path: Path, data: bytes) -> Path:
             lambda d: str(_write(d / "latin.txt", "caf\xe9 au lait".encode("latin-1") * 30)),
             ["latin.txt", "byte 3", "--errors ignore"],
         ),
-        (lambda d: str((d / "bins").mkdir() or _write(d / "bins" / "x.bin", b"\0" * 99).parent),
-         ["no text files"]),
+        (
+            lambda d: str((d / "bins").mkdir() or _write(d / "bins" / "x.bin", b"\0" * 99).parent),
+            ["no text files"],
+        ),
         (lambda d: "ftp://example.org/x.txt", ["unknown source scheme", "ftp"]),
-        (lambda d: str(_write(d / "short.txt", b"tiny text\n")), ["corpus too short", "context_len"]),
+        (
+            lambda d: str(_write(d / "short.txt", b"tiny text\n")),
+            ["corpus too short", "context_len"],
+        ),
     ],
     ids=["missing", "empty", "binary", "undecodable", "no-text-dir", "scheme", "too-short"],
 )

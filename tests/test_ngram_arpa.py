@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +22,8 @@ VOCAB = ["<unk>", *sorted(set(TRAIN))]  # contains " ", "\n" and "\t"
 INDEX = {t: i for i, t in enumerate(VOCAB)}
 
 
-def ids(tokens: object) -> np.ndarray:
-    return np.array([INDEX.get(t, 0) for t in tokens], dtype=np.int64)  # type: ignore[attr-defined]
+def ids(tokens: Iterable[str]) -> np.ndarray:
+    return np.array([INDEX.get(t, 0) for t in tokens], dtype=np.int64)
 
 
 def fitted(**params: object) -> NGramModel:

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from tests.conftest_data import Route, data_file, local_http_server
 
 from pipeline_core.errors import ConfigError, DataError, SourceError
 from pipeline_core.schemas import make_documents, validate_documents
@@ -21,6 +20,7 @@ from pipeline_core.sources import (
     load_raw_bytes,
     text_sha256,
 )
+from tests.conftest_data import Route, data_file, local_http_server
 
 BOOK = b"Once upon a time.\nThe end.\n"
 

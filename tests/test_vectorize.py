@@ -32,7 +32,7 @@ def test_char_vocab_is_sorted_with_unk_first() -> None:
 
 
 def test_word_vocab_by_frequency_then_alpha_and_min_freq() -> None:
-    tokens = "b a b c a b d".split()
+    tokens = ["b", "a", "b", "c", "a", "b", "d"]
     vocab = Vocabulary.build(tokens, "word", min_freq=2)
     assert vocab.tokens == (UNK, "b", "a")
     assert list(vocab.encode(["c", "a"])) == [0, 2]

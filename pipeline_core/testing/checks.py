@@ -113,9 +113,14 @@ class Check:
     name: str
     rule: str
     fn: CheckFn
+    task_kind: str | None = None  # the rule applies only to plugins declaring this task
 
     def __call__(self, plugin_cls: type[Any], name: str | None = None) -> None:
         self.fn(plugin_cls, name)
+
+    def applies_to(self, plugin_cls: type[Any]) -> bool:
+        kinds = getattr(plugin_cls, "task_kinds", ())
+        return self.task_kind is None or self.task_kind in kinds
 
 
 class _Rule:
@@ -147,8 +152,11 @@ def _describe(err: BaseException, named: bool = True) -> str:
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
-def rule(text: str) -> Callable[[Callable[[type[Any], _Rule], None]], CheckFn]:
-    """Make ``fn(plugin_cls, r)`` a check whose stray exceptions become rule failures."""
+def rule(
+    text: str, task_kind: str | None = None
+) -> Callable[[Callable[[type[Any], _Rule], None]], CheckFn]:
+    """Make ``fn(plugin_cls, r)`` a check whose stray exceptions become rule failures;
+    with ``task_kind``, the rule concerns only plugins that declare that task."""
 
     def wrap(fn: Callable[[type[Any], _Rule], None]) -> CheckFn:
         @functools.wraps(fn)
@@ -163,6 +171,7 @@ def rule(text: str) -> Callable[[Callable[[type[Any], _Rule], None]], CheckFn]:
                 raise r.fail(f"raised {_describe(err)}") from err
 
         check.rule = text  # type: ignore[attr-defined]
+        check.task_kind = task_kind  # type: ignore[attr-defined]
         return check
 
     return wrap
@@ -666,7 +675,8 @@ def check_save_load_roundtrip(plugin_cls: type[Any], r: _Rule) -> None:
 
 @rule(
     f"after fit, a periodic sequence over V={VOCAB_SIZE} is learnt: held-out mean nll "
-    f"below 0.5*ln(V) = {0.5 * math.log(VOCAB_SIZE):.3f} and acc@1 >= 0.95"
+    f"below 0.5*ln(V) = {0.5 * math.log(VOCAB_SIZE):.3f} and acc@1 >= 0.95",
+    task_kind="next-token",
 )
 def check_learns_periodic_sequence(plugin_cls: type[Any], r: _Rule) -> None:
     from pipeline_core.metrics import score_targets
@@ -684,7 +694,10 @@ def check_learns_periodic_sequence(plugin_cls: type[Any], r: _Rule) -> None:
     )
 
 
-@rule("fill-blank plugins: fill_blank_log_proba(left, right) returns valid (B, V) rows")
+@rule(
+    "fill-blank plugins: fill_blank_log_proba(left, right) returns valid (B, V) rows",
+    task_kind="fill-blank",
+)
 def check_fill_blank(plugin_cls: type[Any], r: _Rule) -> None:
     if "fill-blank" not in plugin_cls.task_kinds:
         raise CheckSkipped("the plugin does not declare the fill-blank task")
@@ -728,6 +741,11 @@ _CHECK_FNS: tuple[CheckFn, ...] = (
 def all_checks() -> list[Check]:
     """Every check, in the order a failure is easiest to read (class first, learning last)."""
     return [
-        Check(fn.__name__.removeprefix("check_"), fn.rule, fn)  # type: ignore[attr-defined]
+        Check(
+            fn.__name__.removeprefix("check_"),
+            fn.rule,  # type: ignore[attr-defined]
+            fn,
+            fn.task_kind,  # type: ignore[attr-defined]
+        )
         for fn in _CHECK_FNS
     ]
