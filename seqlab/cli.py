@@ -164,6 +164,23 @@ def score_command(
         print(f"{key}: {value}")
 
 
+@app.command("export-arpa")
+def export_arpa_command(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint of a model that can export ARPA."),
+    output: Path = typer.Argument(..., help="The .arpa file to write."),
+) -> None:
+    """Write a back-off n-gram model as an ARPA file (SRILM / KenLM format)."""
+    from pipeline_core.contract import read_checkpoint
+    from pipeline_core.registry import load_checkpoint
+
+    vocab = read_checkpoint(checkpoint).get("vocab")
+    model = load_checkpoint(checkpoint)
+    to_arpa = getattr(model, "to_arpa", None)
+    if to_arpa is None or vocab is None:
+        raise ConfigError(f"{checkpoint}: {type(model).__name__} cannot be written as ARPA")
+    print(to_arpa(output, vocab))
+
+
 @data_app.command("inspect")
 def inspect_command(
     source: str = typer.Argument(..., help="File, directory, glob, URL, gutenberg:<id>, ..."),

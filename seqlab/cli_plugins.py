@@ -57,7 +57,7 @@ def check_plugin_command(
     table.add_column("result")
     table.add_column("s", justify="right")
     table.add_column("message", overflow="fold")
-    styles = {"passed": "[green]pass[/green]", "failed": "[red]FAIL[/red]", "skipped": "skip"}
+    styles = {"passed": "[green]pass[/green]", "failed": "[red]FAIL[/red]", "skipped": "n/a"}
     for res in results:
         table.add_row(res.check, styles[res.status], f"{res.seconds:.2f}", res.message)
     console = Console()
@@ -66,9 +66,7 @@ def check_plugin_command(
     total = sum(res.seconds for res in results)
     if failed:
         console.print(f"{len(failed)} of {len(results)} checks failed: {', '.join(failed)}")
-        # SystemExit, not typer.Exit: main() runs click with standalone_mode=False, where
-        # an Exit's code is returned (and dropped) rather than used as the exit status.
-        raise SystemExit(1)
+        raise typer.Exit(1)
     skipped = sum(res.status == "skipped" for res in results)
     passed = len(results) - skipped
     console.print(f"no check failed: {passed} passed, {skipped} not applicable ({total:.1f} s)")

@@ -157,3 +157,93 @@ def test_invalid_plugin_param_in_config_file(tmp_path: Path) -> None:
     path.write_text("models:\n  - {plugin: lstm, params: {hidden_size: -3}}\n")
     result = run_cli("run", "--config", str(path), "--data", SMALL)
     assert_one_line_error(result, "models.lstm", "hidden_size")
+
+
+@pytest.mark.parametrize("plugin", ["ngram", "lstm"])
+def test_check_plugin_passes_for_builtins(plugin: str) -> None:
+    result = run_cli("check-plugin", plugin)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "save_load_roundtrip" in result.stdout
+    assert "no check failed" in result.stdout
+    assert "FAIL" not in result.stdout
+
+
+def test_plugins_json_lists_builtins() -> None:
+    result = run_cli("plugins", "--json")
+    assert result.returncode == 0, result.stderr
+    listed = {p["name"]: p for p in json.loads(result.stdout)}
+    for name in ("ngram", "lstm"):
+        assert listed[name]["distribution"] == "seqlab"
+        assert listed[name]["status"] == "ok"
+
+
+def test_wonderland_done_when_and_checkpoint_scoring(
+    prefect_server: str, tracking_uri: str, tmp_path: Path
+) -> None:
+    """The issue's acceptance command, then the logged checkpoints scored again."""
+    import mlflow
+
+    result = run_cli(
+        "run",
+        "--data",
+        str(WONDERLAND),
+        "--clean",
+        "seed",
+        "--models",
+        "ngram,lstm",
+        "--epochs",
+        "1",
+        "--tracking-uri",
+        tracking_uri,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    parent_id = re.search(r"MLflow parent run: ([0-9a-f]{32})", result.stdout).group(1)  # type: ignore[union-attr]
+    client = MlflowClient(tracking_uri)
+    exp_id = client.get_run(parent_id).info.experiment_id
+    assert client.get_experiment(exp_id).name == "seqlab/wonderland/next-token"
+    children = client.search_runs(
+        [exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'"
+    )
+    assert sorted(c.info.run_name for c in children) == ["lstm", "ngram"]
+    for child in children:
+        bpc = child.data.metrics["test_bpc"]
+        assert 1.5 < bpc < 3.0, bpc  # uniform over 45 symbols would be 5.49
+        assert child.data.metrics["test_n_tokens"] == 14264
+        ckpt = mlflow.artifacts.download_artifacts(
+            f"{child.info.artifact_uri}/model/checkpoint.pt",
+            dst_path=str(tmp_path / child.info.run_id),
+        )
+        scored = run_cli("score", ckpt, "--json")
+        assert scored.returncode == 0, scored.stderr
+        assert json.loads(scored.stdout)["test_bpc"] == pytest.approx(bpc, rel=1e-9)
+
+    # the same checkpoint against other data: its vocabulary does not match
+    mismatch = run_cli("score", ckpt, "--data", SMALL, "--clean", "none")
+    assert_one_line_error(mismatch, "vocabulary", "does not match")
+
+
+def test_export_arpa_from_a_checkpoint(tmp_path: Path) -> None:
+    """A fitted n-gram saved as a checkpoint becomes an ARPA file that reproduces it."""
+    import numpy as np
+
+    from pipeline_core.config import DataConfig, TrainConfig
+    from pipeline_core.experiment import fit_data
+    from pipeline_core.vectorize import vectorize
+    from plugins.ngram import NGramModel
+    from plugins.ngram_arpa import read_arpa
+
+    corpus = vectorize("the cat sat on the mat. " * 50, DataConfig(context_len=4))
+    model = NGramModel(len(corpus.vocab), {"order": 3})
+    model.fit(fit_data(corpus), TrainConfig())
+    ckpt = model.save(tmp_path / "m.pt", vocab=corpus.vocab.tokens, plugin="ngram")
+    result = run_cli("export-arpa", str(ckpt), str(tmp_path / "m.arpa"))
+    assert result.returncode == 0, result.stderr
+    arpa = read_arpa(tmp_path / "m.arpa")
+    context = corpus.test[None, -2:].astype(np.int64)
+    ours = model.log_proba(context)[0]
+    tokens = corpus.vocab.tokens
+    history = [tokens[i] for i in context[0]]
+    for token_id in (1, 2, 3):
+        expected = ours[token_id] / np.log(10)
+        assert arpa.log10_prob(tokens[token_id], history) == pytest.approx(expected, abs=1e-6)
