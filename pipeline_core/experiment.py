@@ -162,7 +162,6 @@ def train_model(
     """Start the model's child run, fit it (logging each epoch), and return it."""
     spec = resolved.spec
     run = tracker.start_run(
-        "",
         spec.label,
         tags={
             **tags,
@@ -303,8 +302,8 @@ def start_comparison(
     """The parent run: the resolved config as params, the data's identity as tags."""
     name = f"compare {dataset_name(config.data.source)}"
     parent = tracker.start_run(
-        experiment_name(config.data, config.tracking),
         name,
+        experiment_name(config.data, config.tracking),
         tags={**tags, "seqlab.data_sha256": corpus.text_sha256, "seqlab.kind": "compare"},
     )
     tracker.log_params(parent, config.model_dump(mode="json"))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -92,12 +91,18 @@ class Tracker:
 
     def start_run(
         self,
-        experiment: str,
         name: str,
+        experiment: str | None = None,
         tags: Mapping[str, Any] | None = None,
         parent: RunRef | None = None,
     ) -> RunRef:
-        exp_id = parent.experiment_id if parent is not None else self.experiment_id(experiment)
+        """A new run: nested under ``parent`` (in its experiment), or in ``experiment``."""
+        if parent is not None:
+            exp_id = parent.experiment_id
+        elif experiment is not None:
+            exp_id = self.experiment_id(experiment)
+        else:
+            raise ValueError("start_run needs an experiment or a parent run")
         all_tags = {k: str(v) for k, v in (tags or {}).items()}
         if parent is not None:
             all_tags[PARENT_TAG] = parent.run_id
@@ -139,13 +144,6 @@ class Tracker:
 
     def log_figure(self, run: RunRef, figure: Any, artifact_file: str) -> None:
         self.client.log_figure(run.run_id, figure, artifact_file)
-
-    def log_bytes_file(self, run: RunRef, name: str, writer: Any) -> None:
-        """Log a file produced by ``writer(path)`` in a temporary folder."""
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / name
-            writer(path)
-            self.log_file(run, path)
 
     def end(self, run: RunRef, failed: bool = False) -> None:
         self.client.set_terminated(run.run_id, "FAILED" if failed else "FINISHED")

@@ -170,14 +170,6 @@ class EncodedCorpus:
         windows = sliding_windows(self.ids, self.config.context_len)
         return windows[positions - self.config.context_len].astype(np.int64)
 
-    @property
-    def digest(self) -> str:
-        """Identifies the encoded data: text hash + the config that shaped it."""
-        payload = json.dumps(
-            {"text": self.text_sha256, "config": self.config.model_dump(mode="json")},
-            sort_keys=True,
-        )
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def sliding_windows(ids: np.ndarray, length: int) -> np.ndarray:

@@ -152,11 +152,22 @@ def test_invalid_config_value_names_the_field(args: list[str], fragments: list[s
     assert_one_line_error(result, *fragments)
 
 
-def test_invalid_plugin_param_in_config_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("model", "field"),
+    [
+        ("{plugin: lstm, params: {hidden_size: -3}}", "hidden_size"),
+        ("{plugin: ngram, params: {order: 0}}", "order"),
+        ("{plugin: ngram, params: {smoothing: lidstone, k: 0}}", "k"),
+        ("{plugin: ngram, params: {smoothing: absolute, discount: 1.5}}", "discount"),
+    ],
+    ids=["hidden_size", "order", "k", "discount"],
+)
+def test_invalid_plugin_param_in_config_file(tmp_path: Path, model: str, field: str) -> None:
     path = tmp_path / "bad.yaml"
-    path.write_text("models:\n  - {plugin: lstm, params: {hidden_size: -3}}\n")
+    path.write_text(f"models:\n  - {model}\n")
     result = run_cli("run", "--config", str(path), "--data", SMALL)
-    assert_one_line_error(result, "models.lstm", "hidden_size")
+    plugin = model.split("plugin: ")[1].split(",")[0]
+    assert_one_line_error(result, f"models.{plugin}", field)
 
 
 @pytest.mark.parametrize("plugin", ["ngram", "lstm"])

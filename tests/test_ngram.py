@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import pytest
@@ -18,18 +18,9 @@ import torch
 from pipeline_core.config import TrainConfig
 from pipeline_core.contract import FitData, NotFittedError
 from pipeline_core.errors import ConfigError, DataError
-from plugins.ngram import NGramConfig, NGramModel
+from plugins.ngram import NGramConfig, NGramModel, Smoothing
 
-ALL = [
-    "mle",
-    "lidstone",
-    "laplace",
-    "absolute",
-    "witten_bell",
-    "kneser_ney",
-    "modified_kneser_ney",
-    "stupid_backoff",
-]
+ALL = list(get_args(Smoothing))  # every smoothing the config accepts
 SMOOTHED = [s for s in ALL if s != "mle"]
 
 

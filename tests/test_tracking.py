@@ -37,8 +37,8 @@ def test_file_store_uri_is_refused() -> None:
 
 def test_parent_and_child_runs(tmp_path: Path) -> None:
     tracker = Tracker(f"sqlite:///{tmp_path / 'm.db'}")
-    parent = tracker.start_run("seqlab/test/next-token", "compare", tags={"k": "v"})
-    child = tracker.start_run("", "lstm", parent=parent)
+    parent = tracker.start_run("compare", "seqlab/test/next-token", tags={"k": "v"})
+    child = tracker.start_run("lstm", parent=parent)
     tracker.log_params(child, {"model": {"hidden_size": 8}})
     for step in (1, 2):
         tracker.log_metrics(child, {"val_nll": 1.0 / step, "skip": float("nan")}, step=step)
