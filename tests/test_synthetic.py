@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -78,13 +77,6 @@ def test_same_seed_same_text_and_length_exact() -> None:
     assert a != source.generate(5_000, seed=43)
     assert len(a) == 5_000 and set(a) <= set("abcdef")
     assert source.generate(1, seed=0) and source.generate(0, seed=0) == ""
-
-
-def test_generating_100k_symbols_is_fast() -> None:
-    source = MarkovSource.random(order=2, alphabet_size=6, concentration=0.5, seed=0)
-    start = time.perf_counter()
-    source.generate(100_000, seed=0)
-    assert time.perf_counter() - start < 1.0  # target 0.5 s; ~0.04 s measured, slack for load
 
 
 def test_invalid_transition_matrices_are_rejected() -> None:
