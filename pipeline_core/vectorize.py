@@ -171,7 +171,6 @@ class EncodedCorpus:
         return windows[positions - self.config.context_len].astype(np.int64)
 
 
-
 def sliding_windows(ids: np.ndarray, length: int) -> np.ndarray:
     """All windows of ``length`` consecutive ids, as a read-only view (no copy)."""
     if len(ids) < length:
