@@ -50,6 +50,9 @@ def run_check(check: Check, plugin_cls: type[Any], name: str) -> CheckResult:
     started = time.perf_counter()
     status: Status = "passed"
     message = ""
+    if not check.applies_to(plugin_cls):
+        message = f"the plugin does not declare the {check.task_kind} task"
+        return CheckResult(name, check.name, check.rule, "skipped", message, 0.0)
     try:
         with one_thread():
             check(plugin_cls, name)
