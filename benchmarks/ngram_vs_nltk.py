@@ -29,7 +29,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a plain script
 
 from pipeline_core.cleaning import seed_clean_bytes
-from pipeline_core.config import TrainConfig
 from pipeline_core.contract import FitData
 from plugins.ngram import NGramModel
 
@@ -75,14 +74,14 @@ def main(argv: list[str] | None = None) -> int:
         len(vocab),
         {"order": N, "smoothing": "kneser_ney", "discount": args.discount, "nltk_compat": True},
     )
-    model.fit(FitData(full[:cut], None, len(vocab), N - 1), TrainConfig())
+    model.fit(FitData(full[:cut], None, len(vocab), N - 1))
     windows = np.lib.stride_tricks.sliding_window_view(full, N)[positions - N + 1]
     logp = model.score(windows[:, :-1], windows[:, -1])
     seqlab_s = time.perf_counter() - t0
     bits = -logp / math.log(2)
     print(f"seqlab: fit+score {seqlab_s:.3f} s, bpc {bits.mean():.12f} on {len(bits)} chars")
     textbook = NGramModel(len(vocab), {"order": N, "discount": args.discount})
-    textbook.fit(FitData(full[:cut], None, len(vocab), N - 1), TrainConfig())
+    textbook.fit(FitData(full[:cut], None, len(vocab), N - 1))
     tb_bpc = float(-textbook.score(windows[:, :-1], windows[:, -1]).mean() / math.log(2))
     print(f"seqlab (default, textbook KN with uniform base): bpc {tb_bpc:.6f} (information)")
 

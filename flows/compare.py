@@ -1,13 +1,19 @@
 """The compare flow: vectorize once, then train and evaluate every selected plugin on
-the same data, one child run each under one MLflow parent run."""
+the same data, one child run each under one MLflow parent run.
+
+The flow waits for every model: one model's failure fails its own run and becomes a
+failed leaderboard row with its reason; the others go on. ``resume`` continues a killed
+comparison in its own parent run.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 from prefect import flow
+from prefect.futures import PrefectFuture
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from flows.tasks import (
@@ -20,7 +26,7 @@ from flows.tasks import (
 )
 from pipeline_core import experiment
 from pipeline_core.config import RunConfig
-from pipeline_core.experiment import ModelResult
+from pipeline_core.experiment import ModelResult, ResolvedModel
 from pipeline_core.tracking import RunRef, get_tracker, resolve_tracking_uri
 
 
@@ -34,6 +40,11 @@ class ComparisonResult:
     leaderboard: pd.DataFrame
     results: list[ModelResult]
     entropy_rate_bits: float | None = None
+    resumed: list[str] = field(default_factory=list)
+
+    @property
+    def failures(self) -> list[ModelResult]:
+        return [r for r in self.results if r.failed]
 
 
 def flow_run_tags() -> dict[str, str]:
@@ -45,37 +56,64 @@ def flow_run_tags() -> dict[str, str]:
 SEQUENTIAL: TaskRunner[Any] = ThreadPoolTaskRunner(max_workers=1)
 
 
+def collect(
+    resolved: ResolvedModel, trained: PrefectFuture[Any], evaluated: PrefectFuture[Any]
+) -> ModelResult:
+    """The model's result, or its failure (from training first, else evaluation)."""
+    for future in (trained, evaluated):
+        future.wait()
+        if future.state.is_completed() and future is evaluated:
+            return future.result()
+        if future.state.is_failed() or future.state.is_crashed():
+            err = future.result(raise_on_failure=False)
+            if not isinstance(err, BaseException):
+                err = RuntimeError(str(future.state.message))
+            return experiment.failed_result(resolved, err, getattr(err, "seqlab_run_id", ""))
+    message = f"task ended in state {evaluated.state.type.value}"
+    return experiment.failed_result(resolved, RuntimeError(message))
+
+
 @flow(name="compare", task_runner=SEQUENTIAL, log_prints=False)
-def compare_flow(config: RunConfig) -> ComparisonResult:
+def compare_flow(config: RunConfig, resume: str | None = None) -> ComparisonResult:
     """ingest -> clean -> vectorize -> (train -> evaluate) per model -> leaderboard."""
+    from pipeline_core.resume import check_data, plan_resume
+
     uri = resolve_tracking_uri(config.tracking.tracking_uri)
-    resolved = experiment.resolve_models(config.models)  # fail before any run starts
+    tracker = get_tracker(uri)
+    # fail before any run starts: unknown task or plugin, a bad config, a bad resume
+    resolved = experiment.resolve_models(config.models, config.task, config.train)
+    plan = plan_resume(tracker, resume, config) if resume else None
     docs = clean_task(ingest_task(config.data), config.data)
     corpus = vectorize_task(docs, config.data)
     tags = flow_run_tags()
-    parent: RunRef = start_comparison_task(config, corpus, uri, tags)
-    futures = []
+    if plan is not None and resume is not None:
+        check_data(plan, resume, corpus.text_sha256)
+        parent: RunRef = plan.parent
+        tracker.reopen(parent)
+    else:
+        parent = start_comparison_task(config, corpus, uri, tags)
+    results: dict[str, ModelResult] = dict(plan.finished) if plan else {}
+    pending = []
     for item in resolved:
-        trained = train_task.submit(item, corpus, config.train, uri, parent, tags)
+        if item.label in results:
+            continue
+        resume_run = plan.unfinished.get(item.label) if plan else None
+        trained = train_task.submit(item, corpus, config.task, uri, parent, tags, resume_run)
         # Prefect resolves the future ``trained`` into its result before evaluate runs
-        futures.append(
-            evaluate_task.submit(  # type: ignore[call-overload]
-                trained, corpus, uri, config.tracking, config.train.seed
-            )
+        evaluated = evaluate_task.submit(  # type: ignore[call-overload]
+            trained, corpus, config.task, uri, config.tracking, config.train.seed
         )
-    results: list[ModelResult] = []
-    try:
-        for future in futures:
-            results.append(future.result())
-    except BaseException:
-        experiment.finish_comparison(get_tracker(uri), parent, results, failed=True)
-        raise
-    table = experiment.finish_comparison(get_tracker(uri), parent, results)
+        pending.append((item, trained, evaluated))
+    for item, trained, evaluated in pending:
+        results[item.label] = collect(item, trained, evaluated)
+    ordered = [results[item.label] for item in resolved]
+    table = experiment.finish_comparison(tracker, parent, ordered)
     return ComparisonResult(
         parent_run_id=parent.run_id,
-        experiment=experiment.experiment_name(config.data, config.tracking),
+        experiment=experiment.experiment_name(config.data, config.tracking, config.task),
         tracking_uri=uri,
         leaderboard=table,
-        results=results,
+        results=ordered,
         entropy_rate_bits=experiment.source_entropy_bits(config.data),
+        resumed=sorted(plan.finished) if plan else [],
     )

@@ -23,11 +23,16 @@ def _user_error_names() -> set[str]:
 
 
 class UserErrorFilter(logging.Filter):
-    """Drop error records caused by a SeqlabError (the CLI reports it in one line)."""
+    """Drop error records caused by a SeqlabError (the CLI reports it in one line), and
+    task-run failures: the compare flow turns each into a failed leaderboard row and one
+    ``error: model <name> failed: <reason>`` line; its traceback stays in the failed
+    child run (error.txt) and in Prefect's API."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.ERROR:
             return True
+        if record.name.startswith("prefect.task_runs"):
+            return False
         if record.exc_info and isinstance(record.exc_info[1], SeqlabError):
             return False
         message = record.getMessage()

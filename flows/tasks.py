@@ -11,7 +11,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from pipeline_core import experiment
-from pipeline_core.config import DataConfig, RunConfig, TrackingConfig, TrainConfig
+from pipeline_core.config import DataConfig, RunConfig, TrackingConfig
 from pipeline_core.tracking import RunRef, get_tracker
 from pipeline_core.vectorize import EncodedCorpus
 
@@ -39,24 +39,28 @@ def start_comparison_task(
     return experiment.start_comparison(config, get_tracker(tracking_uri), corpus, tags)
 
 
-@task(name="train", cache_policy=NO_CACHE, task_run_name="train-{resolved.spec.plugin}")
+@task(name="train", cache_policy=NO_CACHE, task_run_name="train-{resolved.label}")
 def train_task(
     resolved: experiment.ResolvedModel,
     corpus: EncodedCorpus,
-    train: TrainConfig,
+    task_name: str,
     tracking_uri: str,
     parent: RunRef,
     tags: dict[str, str],
+    resume_run: RunRef | None = None,
 ) -> experiment.TrainedModel:
-    return experiment.train_model(resolved, corpus, train, get_tracker(tracking_uri), parent, tags)
+    tracker = get_tracker(tracking_uri)
+    return experiment.train_model(resolved, corpus, task_name, tracker, parent, tags, resume_run)
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
 def evaluate_task(
     trained: experiment.TrainedModel,
     corpus: EncodedCorpus,
+    task_name: str,
     tracking_uri: str,
     tracking: TrackingConfig,
     seed: int,
 ) -> experiment.ModelResult:
-    return experiment.evaluate_model(trained, corpus, get_tracker(tracking_uri), tracking, seed)
+    tracker = get_tracker(tracking_uri)
+    return experiment.evaluate_model(trained, corpus, task_name, tracker, tracking, seed)

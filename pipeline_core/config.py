@@ -26,20 +26,54 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class TrainConfig(StrictModel):
-    """How the one trainer fits a neural plugin (count-based plugins ignore most of it)."""
+Objective = Literal["all", "last"]
+Bptt = Literal["windows", "stateful"]
+LrSchedule = Literal["none", "cosine", "plateau"]
+Device = Literal["auto", "cpu", "cuda"]
 
-    epochs: int = Field(default=3, ge=1, le=10_000)
-    batch_size: int = Field(default=64, ge=1)
-    optimizer: Literal["adam", "rmsprop"] = "adam"
-    lr: float = Field(default=2e-3, gt=0, le=10)
-    clip_norm: float | None = Field(default=5.0, gt=0)
-    clip_value: float | None = Field(default=None, gt=0)
-    seed: int = 0
-    loss_positions: Literal["all", "last"] = "all"
-    max_batches_per_epoch: int | None = Field(default=None, ge=1)
-    num_threads: int | None = Field(default=None, ge=1)
-    progress: bool = True
+
+class TrainConfig(StrictModel):
+    """How the one Trainer fits a neural plugin; count-based plugins never see it."""
+
+    epochs: int = Field(default=3, ge=1, le=10_000, description="Passes over the train split.")
+    batch_size: int = Field(default=64, ge=1, description="Windows (or streams) per batch.")
+    optimizer: Literal["adam", "rmsprop"] = Field(default="adam", description="adam or rmsprop.")
+    lr: float = Field(default=2e-3, gt=0, le=10, description="Learning rate.")
+    clip_norm: float | None = Field(
+        default=5.0, gt=0, description="If ||g|| > C then g <- g*C/||g|| (null: off)."
+    )
+    clip_value: float | None = Field(
+        default=None, gt=0, description="Clip each gradient entry to [-v, v] (null: off)."
+    )
+    seed: int = Field(default=0, description="Seeds weights, batch order and dropout.")
+    objective: Objective = Field(
+        default="all",
+        description="next-token loss on every position (all) or the window's last (last).",
+    )
+    bptt: Bptt = Field(
+        default="windows",
+        description="windows: shuffled windows; stateful: truncated BPTT over contiguous "
+        "streams with the state carried across batches (plugins with state only).",
+    )
+    max_batches_per_epoch: int | None = Field(
+        default=None, ge=1, description="Cap on batches per epoch (null: the whole split)."
+    )
+    num_threads: int | None = Field(
+        default=None, ge=1, description="torch intra-op threads (null: torch's default)."
+    )
+    progress: bool = Field(default=True, description="Show a rich progress bar.")
+    patience: int | None = Field(
+        default=None,
+        ge=1,
+        description="Early stopping: epochs without a better val nll before stopping; "
+        "the best weights are restored (null: off).",
+    )
+    lr_schedule: LrSchedule = Field(
+        default="none", description="none, cosine (over the epochs) or plateau (on val nll)."
+    )
+    device: Device = Field(
+        default="auto", description="auto (CUDA when torch sees one), cpu or cuda."
+    )
 
 
 class DataConfig(StrictModel):
@@ -65,9 +99,17 @@ class DataConfig(StrictModel):
 class ModelSpec(StrictModel):
     """One plugin to run, with its own config (validated by the plugin's config class)."""
 
-    plugin: str
-    name: str | None = None
-    params: dict[str, Any] = Field(default_factory=dict)
+    plugin: str = Field(description="A plugin name, as `seqlab plugins` lists it.")
+    name: str | None = Field(
+        default=None, description="Label on the leaderboard (default: the plugin name)."
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="The plugin's own config (see its config_class)."
+    )
+    train: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Overrides of the train section for this model only (e.g. bptt).",
+    )
 
     @property
     def label(self) -> str:
@@ -86,6 +128,9 @@ class TrackingConfig(StrictModel):
 class RunConfig(StrictModel):
     """The whole resolved configuration of one ``seqlab run``."""
 
+    task: str = Field(
+        default="next-token", description="The task every model is trained and scored on."
+    )
     data: DataConfig = Field(default_factory=DataConfig)
     models: list[ModelSpec] = Field(
         default_factory=lambda: [ModelSpec(plugin="ngram"), ModelSpec(plugin="lstm")]
@@ -153,3 +198,11 @@ def load_run_config(
             node = child
         node[leaf] = value
     return validate_model(RunConfig, values)
+
+
+def model_train_config(train: TrainConfig, spec: ModelSpec) -> TrainConfig:
+    """The run's train section with ``spec.train`` laid over it (per-model overrides)."""
+    if not spec.train:
+        return train
+    merged = {**train.model_dump(), **spec.train}
+    return validate_model(TrainConfig, merged, where=f"models.{spec.label}.train")

@@ -3,12 +3,21 @@
 A plugin is a class registered in the entry-point group ``seqlab.models``. It declares
 
 * ``config_class``: a pydantic model of its hyper-parameters, every field with a default;
-* ``task_kinds``: the tasks it supports (``next-token``, ``fill-blank``, ``transduce``);
+* ``task_kinds``: the tasks it supports (``next-token``, ``fill-blank``);
 * ``test_params``: a small config for the conformance kit (fast to fit, still meaningful);
 
 and answers one question, :meth:`SequenceModel.log_proba`: natural-log probabilities of
 the next token over the whole vocabulary, given a batch of contexts. Metrics, generation,
 serving and comparison use only that, so nothing special-cases a plugin.
+
+A count-based plugin learns in :meth:`SequenceModel.fit` from a :class:`FitData` (it
+never sees trainer settings). A neural plugin subclasses :class:`TorchSequenceModel`
+and writes only ``forward``; seqlab's Trainer (``pipeline_core.training``) fits it. A
+recurrent plugin may set ``stateful = True`` and implement
+``forward(x, state=None) -> (logits, state)``: it then trains by truncated BPTT over
+contiguous streams and scores a split in one O(N) pass carrying its state.
+
+This module imports neither the trainer nor the metrics (a test keeps it so).
 
 Construction takes only ``vocab_size`` and a config (no data-dependent state before
 ``fit``). Checkpoints hold the construction arguments, the vocabulary and the weights
@@ -28,11 +37,13 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from pipeline_core.config import TrainConfig, validate_model
+from pipeline_core.config import validate_model
 from pipeline_core.errors import ConfigError, DataError, PluginError
 
-TaskKind = Literal["next-token", "fill-blank", "transduce"]
-TASK_KINDS: tuple[TaskKind, ...] = ("next-token", "fill-blank", "transduce")
+TaskKind = Literal["next-token", "fill-blank"]
+TASK_KINDS: tuple[TaskKind, ...] = ("next-token", "fill-blank")
+#: A recurrent state: a tensor, or a tuple of tensors (an LSTM's (h, c)), or None.
+State = Any
 CHECKPOINT_FORMAT = 1
 
 
@@ -63,6 +74,7 @@ class EpochRecord:
     grad_norm: float = float("nan")
     tokens_per_s: float = float("nan")
     seconds: float = float("nan")
+    lr: float = float("nan")
 
 
 EpochCallback = Callable[[EpochRecord], None]
@@ -114,13 +126,10 @@ class SequenceModel(ABC):
 
     # ---- learning and scoring ------------------------------------------------------
     @abstractmethod
-    def fit(
-        self,
-        data: FitData,
-        settings: TrainConfig,
-        on_epoch: EpochCallback | None = None,
-    ) -> list[EpochRecord]:
-        """Learn from ``data``; return one record per epoch (count-based: one)."""
+    def fit(self, data: FitData, on_epoch: EpochCallback | None = None) -> list[EpochRecord]:
+        """Count-based plugins: learn from ``data``; return its records (usually one).
+
+        Neural plugins do not implement this: the Trainer fits them."""
 
     @abstractmethod
     def log_proba(self, contexts: np.ndarray) -> np.ndarray:
@@ -233,12 +242,31 @@ def as_context_array(contexts: Any) -> np.ndarray:
     return arr.astype(np.int64, copy=False)
 
 
-class TorchSequenceModel(torch.nn.Module, SequenceModel):
-    """Base of neural plugins: define ``forward`` and the one trainer does the rest.
+def detach_state(state: State) -> State:
+    """Cut a carried state from the graph (truncated BPTT), whatever its nesting."""
+    if state is None:
+        return None
+    if isinstance(state, torch.Tensor):
+        return state.detach()
+    if isinstance(state, tuple | list):
+        return type(state)(detach_state(s) for s in state)
+    if isinstance(state, dict):
+        return {k: detach_state(v) for k, v in state.items()}
+    raise PluginError(f"a carried state must be tensors, tuples or dicts (got {type(state)})")
 
-    ``forward(x)`` takes token ids (B, T) and returns logits (B, T, V): position t predicts
-    token t+1 (teacher forcing). ``log_proba`` reads the last position.
+
+class TorchSequenceModel(torch.nn.Module, SequenceModel):
+    """Base of neural plugins: define ``forward`` and the one Trainer does the rest.
+
+    Stateless (the default): ``forward(x)`` takes token ids (B, T) and returns logits
+    (B, T, V); position t predicts token t+1 (teacher forcing). With ``stateful = True``:
+    ``forward(x, state=None)`` returns ``(logits, state)``, where ``state=None`` means a
+    fresh start and the returned state continues the sequence exactly. ``log_proba``
+    reads the last position of a fresh pass over each context.
     """
+
+    #: True when ``forward(x, state=None) -> (logits, state)`` carries a state.
+    stateful: ClassVar[bool] = False
 
     def __init__(self, vocab_size: int, config: PluginConfig | Mapping[str, Any] | None = None):
         torch.nn.Module.__init__(self)
@@ -246,36 +274,78 @@ class TorchSequenceModel(torch.nn.Module, SequenceModel):
         self._fitted = False
 
     @abstractmethod
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (B, T, V) for ids (B, T)."""
+    def forward(self, x: torch.Tensor, *args: Any) -> Any:
+        """Logits (B, T, V) for ids (B, T); stateful: ``(logits, state)``."""
 
-    def fit(
-        self,
-        data: FitData,
-        settings: TrainConfig,
-        on_epoch: EpochCallback | None = None,
-    ) -> list[EpochRecord]:
-        from pipeline_core.training import train_torch_model
+    def fit(self, data: FitData, on_epoch: EpochCallback | None = None) -> list[EpochRecord]:
+        raise PluginError(
+            f"{type(self).__name__} is a neural plugin: seqlab's Trainer fits it "
+            "(seqlab.api.train(model, data, TrainConfig(...)))"
+        )
 
-        history = train_torch_model(self, data, settings, on_epoch)
-        self._fitted = True
-        return history
+    def step(self, x: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
+        """One pass that every caller uses: ``(logits, state)`` for either kind of plugin."""
+        if self.stateful:
+            out = self(x, state)
+            if not (isinstance(out, tuple) and len(out) == 2):
+                raise PluginError(
+                    f"{type(self).__name__} is stateful: forward(x, state) must return "
+                    "(logits, state)"
+                )
+            return out[0], out[1]
+        if state is not None:
+            raise PluginError(f"{type(self).__name__} carries no state")
+        return self(x), None
 
-    @torch.no_grad()
-    def log_proba(self, contexts: np.ndarray) -> np.ndarray:
-        ctx = as_context_array(contexts)
+    @property
+    def device(self) -> torch.device:
+        first = next(self.parameters(), None)
+        return first.device if first is not None else torch.device("cpu")
+
+    def check_ids(self, ctx: np.ndarray) -> None:
         if ctx.shape[1] == 0:
             raise DataError("a neural plugin needs a context of at least one token")
         if ctx.size and (ctx.min() < 0 or ctx.max() >= self.vocab_size):
             raise DataError(f"token ids must lie in [0, {self.vocab_size})")
+
+    @torch.no_grad()
+    def log_proba(self, contexts: np.ndarray) -> np.ndarray:
+        ctx = as_context_array(contexts)
+        self.check_ids(ctx)
         was_training = self.training
         self.eval()
         try:
-            logits = self(torch.from_numpy(ctx))[:, -1, :]
-            out = torch.log_softmax(logits.double(), dim=-1)
+            logits, _ = self.step(torch.from_numpy(ctx).to(self.device))
+            out = torch.log_softmax(logits[:, -1, :].double(), dim=-1)
         finally:
             self.train(was_training)
-        return out.numpy()
+        return out.cpu().numpy()
+
+    @torch.no_grad()
+    def stream_log_proba(
+        self, ids: np.ndarray, state: State = None, chunk: int = 512
+    ) -> tuple[np.ndarray, State]:
+        """Stateful plugins: log p(ids[t+1] | ids[..t]) for every t, (len(ids), V), in one
+        O(N) pass, in chunks, carrying the state; row t predicts the token after ids[t]."""
+        if not self.stateful:
+            raise PluginError(f"{type(self).__name__} carries no state")
+        seq = as_context_array(np.asarray(ids).reshape(1, -1))
+        self.check_ids(seq)
+        was_training = self.training
+        self.eval()
+        rows = []
+        try:
+            for start in range(0, seq.shape[1], chunk):
+                x = torch.from_numpy(seq[:, start : start + chunk]).to(self.device)
+                logits, state = self.step(x, state)
+                rows.append(torch.log_softmax(logits[0].double(), dim=-1).cpu().numpy())
+        finally:
+            self.train(was_training)
+        return np.concatenate(rows), state
+
+    def mark_fitted(self) -> None:
+        """Called by the Trainer once training ends."""
+        self._fitted = True
 
     @property
     def is_fitted(self) -> bool:

@@ -35,3 +35,7 @@ class PluginError(SeqlabError):
 
 class DataError(SeqlabError):
     """Data that cannot serve the requested task (too short, vocabulary mismatch)."""
+
+
+class PluginOutputError(PluginError):
+    """A plugin answered with something that is not a distribution (caught at scoring)."""

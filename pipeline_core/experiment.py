@@ -2,31 +2,34 @@
 
 ingest -> clean -> vectorize (cached) -> train each model -> evaluate each on the same
 test positions -> leaderboard. MLflow is reached only through :class:`Tracker`, with run
-ids passed explicitly.
+ids passed explicitly. One model's failure fails its own run only: it becomes a failed
+row of the leaderboard, with its reason.
 """
 
 from __future__ import annotations
 
 import re
-import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from pipeline_core.config import DataConfig, ModelSpec, RunConfig, TrackingConfig, TrainConfig
-from pipeline_core.contract import EpochRecord, FitData, SequenceModel
+from pipeline_core.config import (
+    DataConfig,
+    ModelSpec,
+    RunConfig,
+    TrackingConfig,
+    TrainConfig,
+    model_train_config,
+)
+from pipeline_core.contract import EpochRecord, FitData, SequenceModel, TorchSequenceModel
 from pipeline_core.errors import ConfigError
-from pipeline_core.metrics import Scores, evaluate
+from pipeline_core.metrics import Scores, evaluate, scored_chars
 from pipeline_core.sources import synthetic_metadata
-from pipeline_core.tracking import RunRef, Tracker
-from pipeline_core.vectorize import EncodedCorpus, corpus_text, detokenize, vectorize_cached
-
-TASK = "next-token"
-SAMPLE_TEMPERATURES = (0.0, 0.5, 1.0)
+from pipeline_core.tracking import RunRef, Tracker, describe_error
+from pipeline_core.vectorize import EncodedCorpus, corpus_text, vectorize_cached
 
 
 # ---- naming --------------------------------------------------------------------------
@@ -42,8 +45,8 @@ def dataset_name(source: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-").lower() or "data"
 
 
-def experiment_name(data: DataConfig, tracking: TrackingConfig) -> str:
-    return tracking.experiment or f"seqlab/{dataset_name(data.source)}/{TASK}"
+def experiment_name(data: DataConfig, tracking: TrackingConfig, task: str = "next-token") -> str:
+    return tracking.experiment or f"seqlab/{dataset_name(data.source)}/{task}"
 
 
 def source_entropy_bits(data: DataConfig) -> float | None:
@@ -76,18 +79,27 @@ def encode(docs: pd.DataFrame, data: DataConfig) -> EncodedCorpus:
 # ---- models --------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ResolvedModel:
-    """A model spec whose plugin was found and whose config validated."""
+    """A model spec whose plugin was found, declares the task, and whose configs validated."""
 
     spec: ModelSpec
     plugin_cls: type[SequenceModel]
     config: dict[str, Any]
     version: str
+    train: TrainConfig
+
+    @property
+    def label(self) -> str:
+        return self.spec.label
 
 
-def resolve_models(specs: list[ModelSpec]) -> list[ResolvedModel]:
-    """Find every plugin and validate every config *before* anything is trained."""
+def resolve_models(specs: list[ModelSpec], task: str, train: TrainConfig) -> list[ResolvedModel]:
+    """Find every plugin and validate every config *before* anything is trained: an
+    unknown task, a plugin without the task, or settings it cannot honour fail here."""
     from pipeline_core.registry import load_plugin, plugin_info
+    from pipeline_core.tasks import get_task
+    from pipeline_core.training import check_trainable
 
+    the_task = get_task(task)
     labels = [s.label for s in specs]
     dupes = sorted({lbl for lbl in labels if labels.count(lbl) > 1})
     if dupes:
@@ -97,13 +109,24 @@ def resolve_models(specs: list[ModelSpec]) -> list[ResolvedModel]:
     resolved = []
     for spec in specs:
         cls = load_plugin(spec.plugin)
+        the_task.check_plugin(cls, spec.label)
         try:
             config = cls.make_config(spec.params)
         except ConfigError as err:
             raise ConfigError(f"models.{spec.label}: {err}") from None
+        settings = model_train_config(train, spec)
+        check_trainable(cls, settings, spec.label)
         version = plugin_info(spec.plugin).version
-        resolved.append(ResolvedModel(spec, cls, config.model_dump(mode="json"), version))
+        resolved.append(ResolvedModel(spec, cls, config.model_dump(mode="json"), version, settings))
     return resolved
+
+
+def carries_state(resolved: ResolvedModel) -> bool:
+    """Stateful plugins trained by stateful BPTT score with their state carried."""
+    cls = resolved.plugin_cls
+    return (
+        issubclass(cls, TorchSequenceModel) and cls.stateful and resolved.train.bptt == "stateful"
+    )
 
 
 @dataclass
@@ -119,15 +142,21 @@ class TrainedModel:
 
 @dataclass
 class ModelResult:
-    """One leaderboard row and its run."""
+    """One leaderboard row: a finished model's scores, or a failed one's reason."""
 
     label: str
     plugin: str
-    scores: Scores
-    val_scores: Scores
-    train_seconds: float
     run_id: str
-    samples: dict[str, str] = field(default_factory=dict)
+    scores: Scores | None = None
+    val_scores: Scores | None = None
+    train_seconds: float = float("nan")
+    scoring: str = ""
+    error: str | None = None
+    samples: dict[str, str] | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
 
 
 def fit_data(corpus: EncodedCorpus) -> FitData:
@@ -140,32 +169,26 @@ def fit_data(corpus: EncodedCorpus) -> FitData:
     )
 
 
-def epoch_metrics(record: EpochRecord, tokens_per_char: float) -> dict[str, float]:
-    return {
-        "train_nll": record.train_nll,
-        "val_nll": record.val_nll,
-        "val_bpc": record.val_nll / np.log(2) * tokens_per_char,
-        "grad_norm": record.grad_norm,
-        "tokens_per_s": record.tokens_per_s,
-        "epoch_seconds": record.seconds,
-    }
+def val_tokens_per_char(corpus: EncodedCorpus) -> float:
+    """Tokens scored on val per character they cover: turns val nll into val bpc exactly
+    as the final val figure is computed."""
+    n_tokens = len(corpus.scoring_positions("val"))
+    return n_tokens / max(scored_chars(corpus, "val"), 1)
 
 
-def train_model(
+def start_model_run(
     resolved: ResolvedModel,
     corpus: EncodedCorpus,
-    train: TrainConfig,
     tracker: Tracker,
     parent: RunRef,
     tags: dict[str, str],
-) -> TrainedModel:
-    """Start the model's child run, fit it (logging each epoch), and return it."""
-    spec = resolved.spec
+) -> RunRef:
+    """The model's child run, tagged and with its whole config as params."""
     run = tracker.start_run(
-        spec.label,
+        resolved.label,
         tags={
             **tags,
-            "seqlab.plugin": spec.plugin,
+            "seqlab.plugin": resolved.spec.plugin,
             "seqlab.plugin_version": resolved.version,
             "seqlab.data_sha256": corpus.text_sha256,
         },
@@ -174,139 +197,168 @@ def train_model(
     tracker.log_params(
         run,
         {
-            "plugin": spec.plugin,
+            "plugin": resolved.spec.plugin,
             "model": resolved.config,
-            "train": train.model_dump(mode="json"),
+            "train": resolved.train.model_dump(mode="json"),
             "data": corpus.config.model_dump(mode="json"),
             "vocab_size": len(corpus.vocab),
         },
     )
-    val_tokens_per_char = len(corpus.val) / max(corpus.split_chars["val"], 1)
-    try:
-        model = resolved.plugin_cls.create(len(corpus.vocab), resolved.config, seed=train.seed)
+    return run
+
+
+def train_model(
+    resolved: ResolvedModel,
+    corpus: EncodedCorpus,
+    task: str,
+    tracker: Tracker,
+    parent: RunRef,
+    tags: dict[str, str],
+    resume_run: RunRef | None = None,
+) -> TrainedModel:
+    """Fit one model in its child run (a new one, or ``resume_run`` continued from its
+    last per-epoch checkpoint), logging each epoch and checkpointing after it."""
+    from pipeline_core.callbacks import MlflowCheckpoint, MlflowMetrics, load_trainer_checkpoint
+    from pipeline_core.tasks import get_task
+    from pipeline_core.training import fit_model
+
+    the_task = get_task(task)
+    carry = carries_state(resolved)
+    if resume_run is None:
+        run = start_model_run(resolved, corpus, tracker, parent, tags)
+        saved = None
+    else:
+        run = resume_run
+        tracker.reopen(run)
+        saved = load_trainer_checkpoint(tracker, run)
+    with tracker.run(run, close=False):
+        model = resolved.plugin_cls.create(
+            len(corpus.vocab), resolved.config, seed=resolved.train.seed
+        )
         started = time.perf_counter()
-        history = model.fit(
+        history = fit_model(
+            model,
             fit_data(corpus),
-            train,
-            on_epoch=lambda r: tracker.log_metrics(
-                run, epoch_metrics(r, val_tokens_per_char), step=r.epoch
-            ),
+            resolved.train,
+            task=the_task,
+            callbacks=[
+                MlflowMetrics(tracker, run, val_tokens_per_char(corpus)),
+                MlflowCheckpoint(tracker, run),
+            ],
+            validate=lambda m: the_task.score(m, corpus, "val", carry).nll,
+            resume_from=saved,
         )
         seconds = time.perf_counter() - started
-    except BaseException as err:
-        tracker.set_tags(run, {"seqlab.error": str(err)[:5000]})
-        tracker.end(run, failed=True)
-        raise
-    tracker.log_metrics(run, {"train_seconds": seconds})
+        tracker.log_metrics(run, {"train_seconds": seconds})
     return TrainedModel(resolved, model, history, seconds, run)
-
-
-def generate_samples(
-    model: SequenceModel, corpus: EncodedCorpus, n_tokens: int, seed: int
-) -> dict[str, str]:
-    """Continuations of the test split's first context at a few temperatures."""
-    from pipeline_core.generation import generate
-
-    ctx = corpus.config.context_len
-    start = corpus.span("test")[0]
-    prompt = corpus.ids[start : start + ctx].astype(np.int64)
-    prompt_text = detokenize(corpus.vocab.decode(prompt), corpus.level)
-    samples = {}
-    for temp in SAMPLE_TEMPERATURES:
-        ids = generate(model, prompt, n_tokens, ctx, temperature=temp, seed=seed)
-        text = detokenize(corpus.vocab.decode(ids), corpus.level)
-        samples[f"temperature {temp}"] = f"[{prompt_text}]{text}"
-    return samples
 
 
 def evaluate_model(
     trained: TrainedModel,
     corpus: EncodedCorpus,
+    task: str,
     tracker: Tracker,
     tracking: TrackingConfig,
     seed: int = 0,
 ) -> ModelResult:
-    """Score on val and test, log metrics and artifacts, and close the child run."""
-    from pipeline_core import plots
+    """Score on val and test (pure), record the report, and close the child run."""
+    from pipeline_core.report import record, score_model
 
-    run, label = trained.run, trained.resolved.spec.label
-    try:
-        val_scores = evaluate(trained.model, corpus, "val")
-        scores = evaluate(trained.model, corpus, "test")
-        tracker.log_metrics(run, {**val_scores.as_metrics("val"), **scores.as_metrics("test")})
-        samples = (
-            generate_samples(trained.model, corpus, tracking.sample_len, seed)
-            if tracking.samples
-            else {}
+    resolved, run = trained.resolved, trained.run
+    with tracker.run(run):
+        report = score_model(
+            trained.model,
+            corpus,
+            task,
+            carries_state(resolved),
+            label=resolved.label,
+            plugin=resolved.spec.plugin,
+            config=resolved.config,
+            history=trained.history,
+            tracking=tracking,
+            seed=seed,
         )
-        shown = dict(list(samples.items())[: tracking.samples])
-        tracker.log_text(run, "\n\n".join(f"# {k}\n{v}" for k, v in shown.items()), "samples.txt")
-        tracker.log_text(run, corpus.vocab.to_json(), "vocab.json")
-        tracker.log_dict(
-            run,
-            {"plugin": trained.resolved.spec.plugin, "config": trained.resolved.config},
-            "model_config.json",
-        )
-        fig = plots.learning_curve(trained.history, label)
-        tracker.log_figure(run, fig, "learning_curve.png")
-        plots.close(fig)
-        with tempfile.TemporaryDirectory() as tmp:
-            ckpt = trained.model.save(
-                Path(tmp) / "checkpoint.pt",
-                vocab=corpus.vocab.tokens,
-                plugin=trained.resolved.spec.plugin,
-                extra={"data": corpus.config.model_dump(mode="json")},
-            )
-            tracker.log_file(run, ckpt, "model")
-    except BaseException as err:
-        tracker.set_tags(run, {"seqlab.error": str(err)[:5000]})
-        tracker.end(run, failed=True)
-        raise
-    tracker.end(run)
+        record(tracker, run, report, trained.model, corpus)
     return ModelResult(
-        label=label,
-        plugin=trained.resolved.spec.plugin,
-        scores=scores,
-        val_scores=val_scores,
-        train_seconds=trained.train_seconds,
+        label=resolved.label,
+        plugin=resolved.spec.plugin,
         run_id=run.run_id,
-        samples=shown,
+        scores=report.test_scores,
+        val_scores=report.val_scores,
+        train_seconds=trained.train_seconds,
+        scoring=report.scoring,
+        samples=report.samples,
+    )
+
+
+def failed_result(resolved: ResolvedModel, err: BaseException, run_id: str = "") -> ModelResult:
+    return ModelResult(
+        label=resolved.label, plugin=resolved.spec.plugin, run_id=run_id, error=describe_error(err)
     )
 
 
 # ---- comparison ----------------------------------------------------------------------
+LEADERBOARD_COLUMNS = (
+    "model",
+    "plugin",
+    "status",
+    "test_bpc",
+    "test_ppl",
+    "test_acc1",
+    "val_bpc",
+    "train_s",
+    "scoring",
+    "run_id",
+    "error",
+)
+
+
 def leaderboard(results: list[ModelResult]) -> pd.DataFrame:
-    """One row per model, best test bpc first."""
+    """One row per model: finished ones by test bpc, then failed ones with their reason."""
+    nan = float("nan")
     rows = [
         {
             "model": r.label,
             "plugin": r.plugin,
-            "test_bpc": r.scores.bpc,
-            "test_ppl": r.scores.ppl,
-            "test_acc1": r.scores.acc1,
-            "val_bpc": r.val_scores.bpc,
+            "status": "failed" if r.failed else "finished",
+            "test_bpc": r.scores.bpc if r.scores else nan,
+            "test_ppl": r.scores.ppl if r.scores else nan,
+            "test_acc1": r.scores.acc1 if r.scores else nan,
+            "val_bpc": r.val_scores.bpc if r.val_scores else nan,
             "train_s": r.train_seconds,
+            "scoring": r.scoring,
             "run_id": r.run_id,
+            "error": r.error or "",
         }
         for r in results
     ]
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(rows, columns=list(LEADERBOARD_COLUMNS))
     if len(table):
-        table = table.sort_values("test_bpc", kind="stable").reset_index(drop=True)
+        table = table.sort_values(["status", "test_bpc"], kind="stable").reset_index(drop=True)
     return table
+
+
+CONFIG_ARTIFACT = "config.json"
 
 
 def start_comparison(
     config: RunConfig, tracker: Tracker, corpus: EncodedCorpus, tags: dict[str, str]
 ) -> RunRef:
-    """The parent run: the resolved config as params, the data's identity as tags."""
+    """The parent run: the resolved config as params (and as config.json, which a resume
+    checks), the data's identity as tags."""
     name = f"compare {dataset_name(config.data.source)}"
     parent = tracker.start_run(
         name,
-        experiment_name(config.data, config.tracking),
-        tags={**tags, "seqlab.data_sha256": corpus.text_sha256, "seqlab.kind": "compare"},
+        experiment_name(config.data, config.tracking, config.task),
+        tags={
+            **tags,
+            "seqlab.data_sha256": corpus.text_sha256,
+            "seqlab.kind": "compare",
+            "seqlab.task": config.task,
+        },
     )
     tracker.log_params(parent, config.model_dump(mode="json"))
+    tracker.log_dict(parent, config.model_dump(mode="json"), CONFIG_ARTIFACT)
     sizes = corpus.split_sizes()
     figures: dict[str, float] = {
         "vocab_size": len(corpus.vocab),
@@ -319,24 +371,30 @@ def start_comparison(
     return parent
 
 
-def finish_comparison(
-    tracker: Tracker, parent: RunRef, results: list[ModelResult], failed: bool = False
-) -> pd.DataFrame:
-    """Log the leaderboard table and chart on the parent run and close it."""
+def finish_comparison(tracker: Tracker, parent: RunRef, results: list[ModelResult]) -> pd.DataFrame:
+    """Log the leaderboard table and chart on the parent run and close it: FAILED when
+    any model failed (the finished ones are all on the leaderboard all the same)."""
     from pipeline_core import plots
 
     table = leaderboard(results)
     if len(table):
         tracker.log_text(parent, table.to_csv(index=False), "leaderboard.csv")
+    done = table[table["status"] == "finished"]
+    if len(done):
         fig = plots.leaderboard_chart(
-            table["model"].tolist(), table["test_bpc"].tolist(), "seqlab leaderboard"
+            done["model"].tolist(), done["test_bpc"].tolist(), "seqlab leaderboard"
         )
         tracker.log_figure(parent, fig, "leaderboard.png")
         plots.close(fig)
-        best = table.iloc[0]
+        best = done.iloc[0]
         tracker.set_tags(parent, {"seqlab.best_model": best["model"]})
         tracker.log_metrics(parent, {"best_test_bpc": float(best["test_bpc"])})
-    tracker.end(parent, failed=failed)
+    failed = [r for r in results if r.failed]
+    if failed:
+        tracker.set_tags(
+            parent, {"seqlab.error": "; ".join(f"{r.label}: {r.error}" for r in failed)[:5000]}
+        )
+    tracker.end(parent, failed=bool(failed))
     return table
 
 
@@ -353,4 +411,11 @@ def score_checkpoint(
     data = validate_model(DataConfig, {**saved, **data_overrides}, where="data")
     corpus = encode(clean(ingest(data), data), data)
     model = load_checkpoint(path, vocab=corpus.vocab.tokens)
-    return evaluate(model, corpus, split), data
+    carry = saved_scoring(path) == "carried state"
+    return evaluate(model, corpus, split, carry_state=carry), data
+
+
+def saved_scoring(path: str | Path) -> str:
+    from pipeline_core.contract import read_checkpoint
+
+    return str(read_checkpoint(path).get("extra", {}).get("scoring", "windows"))

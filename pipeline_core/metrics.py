@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from pipeline_core.contract import SequenceModel
-from pipeline_core.errors import DataError
+from pipeline_core.contract import SequenceModel, TorchSequenceModel
+from pipeline_core.errors import DataError, PluginError, PluginOutputError
 from pipeline_core.vectorize import EncodedCorpus, sliding_windows
 
 LN2 = math.log(2.0)
@@ -46,31 +46,108 @@ class TargetScores:
     top5: np.ndarray
 
 
-def score_targets(
-    model: SequenceModel, contexts: np.ndarray, targets: np.ndarray, batch_size: int = 2048
-) -> TargetScores:
-    """Ask the model for log p(target | context), batch by batch (O(batch x V) memory)."""
-    logp = np.empty(len(targets), dtype=np.float64)
-    top1 = np.empty(len(targets), dtype=bool)
-    top5 = np.empty(len(targets), dtype=bool)
-    for start in range(0, len(targets), batch_size):
-        stop = start + batch_size
-        lp = np.asarray(model.log_proba(contexts[start:stop]), dtype=np.float64)
-        tgt = targets[start:stop].astype(np.int64)
-        chosen = lp[np.arange(len(tgt)), tgt]
-        # rank of the target; ties go to the lower id, as argmax (greedy decoding) does
-        ties_before = (lp == chosen[:, None]) & (np.arange(lp.shape[1]) < tgt[:, None])
-        better = (lp > chosen[:, None]).sum(axis=1) + ties_before.sum(axis=1)
-        logp[start:stop] = chosen
-        top1[start:stop] = better < 1
-        top5[start:stop] = better < 5
+NORM_TOL = 1e-6
+
+
+def check_log_proba(
+    lp: np.ndarray, n_rows: int, vocab_size: int, model: object, first: int
+) -> None:
+    """Refuse what no distribution is: wrong shape, NaN or +inf, or a row whose
+    logsumexp is not 0 within 1e-6 (``first`` numbers the rows in the error)."""
+    name = type(model).__name__
+    if lp.shape != (n_rows, vocab_size):
+        raise PluginOutputError(
+            f"{name}: log_proba returned shape {lp.shape}, expected ({n_rows}, {vocab_size})"
+        )
+    bad = np.isnan(lp) | np.isposinf(lp)
+    if bad.any():
+        row = int(np.argwhere(bad)[0][0])
+        raise PluginOutputError(
+            f"{name}: log_proba row {first + row} holds NaN or +inf; not a distribution"
+        )
+    peak = lp.max(axis=1)
+    finite_peak = np.where(np.isfinite(peak), peak, 0.0)
+    with np.errstate(divide="ignore"):
+        lse = finite_peak + np.log(np.exp(lp - finite_peak[:, None]).sum(axis=1))
+    off = np.abs(lse) > NORM_TOL
+    if off.any():
+        row = int(np.flatnonzero(off)[0])
+        raise PluginOutputError(
+            f"{name}: log_proba row {first + row} sums to {float(np.exp(lse[row])):.9g}, "
+            f"not 1 (tolerance {NORM_TOL:g} in log space); its scores would be wrong"
+        )
+
+
+def target_scores(lp: np.ndarray, targets: np.ndarray) -> TargetScores:
+    """log p of each target and whether it ranks first / in the top five."""
+    tgt = targets.astype(np.int64)
+    chosen = lp[np.arange(len(tgt)), tgt]
+    # rank of the target; ties go to the lower id, as argmax (greedy decoding) does
+    ties_before = (lp == chosen[:, None]) & (np.arange(lp.shape[1]) < tgt[:, None])
+    better = (lp > chosen[:, None]).sum(axis=1) + ties_before.sum(axis=1)
+    return TargetScores(chosen, better < 1, better < 5)
+
+
+def _concat(parts: list[TargetScores]) -> TargetScores:
+    if not parts:
+        empty = np.empty(0)
+        return TargetScores(empty, empty.astype(bool), empty.astype(bool))
+    return TargetScores(
+        np.concatenate([p.logp for p in parts]),
+        np.concatenate([p.top1 for p in parts]),
+        np.concatenate([p.top5 for p in parts]),
+    )
+
+
+def _refuse_zero(model: SequenceModel, logp: np.ndarray) -> None:
     bad = np.flatnonzero(~np.isfinite(logp))
     if bad.size:
         raise DataError(
             f"{type(model).__name__} gives zero probability to {bad.size} scored token(s) "
             f"(first at scored position {int(bad[0])}); use a smoothed model"
         )
-    return TargetScores(logp, top1, top5)
+
+
+def score_targets(
+    model: SequenceModel,
+    contexts: np.ndarray,
+    targets: np.ndarray,
+    batch_size: int = 2048,
+    check: bool = True,
+) -> TargetScores:
+    """Ask the model for log p(target | context), batch by batch (O(batch x V) memory),
+    checking every batch it gets back (``check=False`` only for reference comparisons)."""
+    parts = []
+    for start in range(0, len(targets), batch_size):
+        stop = start + batch_size
+        lp = np.asarray(model.log_proba(contexts[start:stop]), dtype=np.float64)
+        if check:
+            check_log_proba(lp, len(targets[start:stop]), model.vocab_size, model, start)
+        parts.append(target_scores(lp, targets[start:stop]))
+    scores = _concat(parts)
+    _refuse_zero(model, scores.logp)
+    return scores
+
+
+def score_stream(
+    model: TorchSequenceModel, ids: np.ndarray, first: int, chunk: int = 2048
+) -> TargetScores:
+    """Carried-state scoring: one O(N) pass over ``ids``, scoring ``ids[first:]`` (each
+    token after all of ``ids`` before it); the same checks as :func:`score_targets`."""
+    parts, state = [], None
+    for start in range(0, len(ids) - 1, chunk):
+        piece = ids[start : min(start + chunk, len(ids) - 1)]
+        lp, state = model.stream_log_proba(piece, state)
+        predicted = np.arange(start + 1, start + 1 + len(piece))  # row i predicts this id
+        keep = predicted >= first
+        if not keep.any():
+            continue
+        lp = lp[keep]
+        check_log_proba(lp, len(lp), model.vocab_size, model, int(predicted[keep][0] - first))
+        parts.append(target_scores(lp, ids[predicted[keep]]))
+    scores = _concat(parts)
+    _refuse_zero(model, scores.logp)
+    return scores
 
 
 def summarize(scores: TargetScores, n_chars: int) -> Scores:
@@ -90,24 +167,49 @@ def summarize(scores: TargetScores, n_chars: int) -> Scores:
     )
 
 
+def can_carry_state(model: SequenceModel) -> bool:
+    return isinstance(model, TorchSequenceModel) and model.stateful
+
+
 def evaluate(
-    model: SequenceModel, corpus: EncodedCorpus, split: str = "test", batch_size: int = 2048
+    model: SequenceModel,
+    corpus: EncodedCorpus,
+    split: str = "test",
+    batch_size: int = 2048,
+    carry_state: bool = False,
 ) -> Scores:
-    """Score ``model`` on every token of ``split``; identical for every plugin."""
+    """Score ``model`` on every token of ``split``; identical positions for every plugin.
+
+    Windows (default): each scored token after its ``context_len`` predecessors. With
+    ``carry_state`` (stateful plugins): one pass from ``context_len`` tokens before the
+    first scored one, so every token sees at least the context the windows give."""
     positions = corpus.scoring_positions(split)
-    contexts = corpus.contexts_at(positions)
-    targets = corpus.ids[positions]
-    scores = score_targets(model, contexts, targets, batch_size)
+    if carry_state:
+        if not isinstance(model, TorchSequenceModel) or not model.stateful:
+            raise PluginError(f"{type(model).__name__} carries no state to score with")
+        warm = max(0, int(positions[0]) - corpus.config.context_len) if len(positions) else 0
+        stop = corpus.span(split)[1]
+        stream = corpus.ids[warm:stop].astype(np.int64)
+        scores = score_stream(model, stream, int(positions[0]) - warm if len(positions) else 0)
+    else:
+        contexts = corpus.contexts_at(positions)
+        targets = corpus.ids[positions]
+        scores = score_targets(model, contexts, targets, batch_size)
+    return summarize(scores, scored_chars(corpus, split))
+
+
+def scored_chars(corpus: EncodedCorpus, split: str) -> int:
+    """Characters covered by the scored tokens of ``split`` (the bpc denominator); only
+    the train split can lose its first tokens (no full context before them)."""
     start, stop = corpus.span(split)
-    # only the train split can lose its first tokens (no full context before them)
-    n_chars = round(corpus.split_chars[split] * len(positions) / max(stop - start, 1))
-    return summarize(scores, n_chars)
+    n_scored = len(corpus.scoring_positions(split))
+    return round(corpus.split_chars[split] * n_scored / max(stop - start, 1))
 
 
 def stream_nll(
     model: SequenceModel, ids: np.ndarray, context_len: int, batch_size: int = 2048
 ) -> float:
-    """Mean nll of every token of ``ids`` after its first ``context_len`` (used per epoch)."""
+    """Mean nll of every token of ``ids`` after its first ``context_len`` (tests, kit)."""
     windows = sliding_windows(ids, context_len + 1)
     if len(windows) == 0:
         return float("nan")

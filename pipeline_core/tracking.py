@@ -7,11 +7,13 @@ file in the working directory, with artifacts in an explicit folder beside it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import time
-from collections.abc import Mapping
+import traceback
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -148,12 +150,62 @@ class Tracker:
     def end(self, run: RunRef, failed: bool = False) -> None:
         self.client.set_terminated(run.run_id, "FAILED" if failed else "FINISHED")
 
+    def reopen(self, run: RunRef) -> None:
+        """Mark a run RUNNING again (a resumed comparison continues in it)."""
+        self.client.update_run(run.run_id, status="RUNNING")
+
+    def fail(self, run: RunRef, err: BaseException) -> None:
+        """Record why ``run`` failed (a tag and the full traceback as error.txt), end it."""
+        reason = describe_error(err)
+        text = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+        with contextlib.suppress(Exception):  # the failure itself must still be recorded
+            self.log_text(run, text, "error.txt")
+        self.set_tags(run, {"seqlab.error": reason[:5000]})
+        self.end(run, failed=True)
+
+    @contextlib.contextmanager
+    def run(self, run: RunRef, close: bool = True) -> Iterator[RunRef]:
+        """Work inside ``run``: on an exception the run is FAILED with its reason and
+        traceback and the exception goes on; on success it is FINISHED if ``close``."""
+        try:
+            yield run
+        except BaseException as err:
+            self.fail(run, err)
+            err.seqlab_run_id = run.run_id  # type: ignore[attr-defined]
+            raise
+        if close:
+            self.end(run)
+
+    def run_info(self, run_id: str) -> Any:
+        """The MLflow run, or a ConfigError naming the id when there is none."""
+        try:
+            return self.client.get_run(run_id)
+        except Exception:
+            raise ConfigError(f"--resume: no MLflow run with id {run_id!r} in {self.uri}") from None
+
+    def download(self, run: RunRef, artifact_path: str, dst: str | Path) -> Path | None:
+        """An artifact of ``run`` copied under ``dst``, or None when it does not exist."""
+        try:
+            return Path(self.client.download_artifacts(run.run_id, artifact_path, str(dst)))
+        except Exception:
+            return None
+
     def child_runs(self, parent: RunRef) -> list[Any]:
         return list(
             self.client.search_runs(
                 [parent.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent.run_id}'"
             )
         )
+
+
+def describe_error(err: BaseException) -> str:
+    """One line for a leaderboard row or a tag: the message, or the type if it has none."""
+    text = " ".join(str(err).split())
+    from pipeline_core.errors import SeqlabError
+
+    if isinstance(err, SeqlabError):
+        return text or type(err).__name__
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
 _TRACKERS: dict[str, Tracker] = {}

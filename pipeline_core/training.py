@@ -1,16 +1,23 @@
-"""The one trainer for every torch plugin.
+"""The one Trainer for every torch plugin, as small as minGPT's, and knowing no plugin.
 
-Mini-batches of windows drawn lazily from the train split, teacher forcing (position t
-predicts token t+1), Adam or RMSprop, gradient clipping by value and/or by norm (if
-‖g‖ > C then g <- g·C/‖g‖), a rich progress bar, and per-epoch figures.
+It takes a model, a task (which builds the batches and their target masks) and a
+:class:`TrainConfig`; everything else attaches through callbacks: the progress bar,
+MLflow logging, per-epoch checkpoints and early stopping. Teacher forcing, Adam or
+RMSprop, clipping by value and/or norm (if ‖g‖ > C then g <- g·C/‖g‖), truncated BPTT
+with the state carried across batches for stateful plugins, a learning-rate schedule,
+and a state (weights, optimizer, schedule, RNG, epoch, best figure) that a checkpoint
+holds so an interrupted run resumes exactly.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
+import math
 import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,18 +31,55 @@ from rich.progress import (
 )
 
 from pipeline_core.config import TrainConfig
-from pipeline_core.contract import EpochCallback, EpochRecord, FitData
-from pipeline_core.errors import DataError
-from pipeline_core.vectorize import count_windows, iter_batches
+from pipeline_core.contract import (
+    EpochRecord,
+    FitData,
+    SequenceModel,
+    TorchSequenceModel,
+    detach_state,
+)
+from pipeline_core.errors import ConfigError, DataError
+from pipeline_core.tasks import IGNORE, Task, get_task
 
-if TYPE_CHECKING:
-    from pipeline_core.contract import TorchSequenceModel
+Validator = Callable[[SequenceModel], float]
+
+
+class TrainingDiverged(DataError):
+    """The loss became NaN or infinite: that model stops, with a hint."""
+
+
+def resolve_device(choice: str) -> torch.device:
+    """``auto`` picks CUDA when torch sees one; ``cuda`` without one is a user error."""
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device: cuda requested but torch sees no CUDA device")
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(choice)
+
+
+def check_trainable(plugin: type[Any] | SequenceModel, settings: TrainConfig, label: str) -> None:
+    """Refuse, before anything runs, settings the plugin (class or model) cannot honour."""
+    cls = plugin if isinstance(plugin, type) else type(plugin)
+    if settings.bptt == "stateful" and issubclass(cls, TorchSequenceModel) and not cls.stateful:
+        raise ConfigError(
+            f"train.bptt: stateful needs a plugin that carries state; model '{label}' "
+            f"({cls.__name__}) has none: use bptt: windows"
+        )
+    resolve_device(settings.device)
 
 
 def make_optimizer(model: torch.nn.Module, settings: TrainConfig) -> torch.optim.Optimizer:
     if settings.optimizer == "rmsprop":
         return torch.optim.RMSprop(model.parameters(), lr=settings.lr)
     return torch.optim.Adam(model.parameters(), lr=settings.lr)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, settings: TrainConfig) -> Any:
+    if settings.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.epochs)
+    if settings.lr_schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=0)
+    return None
 
 
 def clip_gradients(model: torch.nn.Module, settings: TrainConfig) -> float:
@@ -47,12 +91,10 @@ def clip_gradients(model: torch.nn.Module, settings: TrainConfig) -> float:
     return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
 
 
-def sequence_loss(logits: torch.Tensor, targets: torch.Tensor, positions: str) -> torch.Tensor:
-    """Cross-entropy over every position (teacher forcing) or the last one only."""
-    if positions == "last":
-        return torch.nn.functional.cross_entropy(logits[:, -1, :], targets[:, -1])
+def masked_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the positions whose target is not IGNORE."""
     return torch.nn.functional.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
+        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE
     )
 
 
@@ -68,79 +110,297 @@ def torch_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def progress_bar(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.3f}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        disable=not enabled,
-    )
+def epoch_seed(seed: int, epoch: int) -> int:
+    """Dropout's RNG is reseeded per epoch, so an epoch replays exactly on resume."""
+    return (seed * 1_000_003 + epoch) % 2**63
 
 
-def train_torch_model(
-    model: TorchSequenceModel,
+# ---- callbacks ----------------------------------------------------------------------
+class Callback:
+    """Hooks the Trainer calls; ``trainer`` is None for count-based models."""
+
+    def on_train_start(self, trainer: Trainer) -> None:
+        """Before the first epoch (or the first resumed one)."""
+
+    def on_batch_end(self, trainer: Trainer, batch: int, loss: float) -> None:
+        """After each optimizer step."""
+
+    def on_epoch_end(self, trainer: Trainer | None, record: EpochRecord) -> None:
+        """After each epoch's validation."""
+
+    def on_train_end(self, trainer: Trainer | None) -> None:
+        """Once, after the last epoch or an early stop."""
+
+
+class ProgressCallback(Callback):
+    """A rich progress bar per epoch, with the running loss."""
+
+    def __init__(self) -> None:
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.3f}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
+        self.task_id: Any = None
+        self.recent: list[float] = []
+
+    def on_train_start(self, trainer: Trainer) -> None:
+        self.bar.start()
+
+    def on_batch_end(self, trainer: Trainer, batch: int, loss: float) -> None:
+        if batch == 0:
+            name = type(trainer.model).__name__
+            self.task_id = self.bar.add_task(
+                f"{name} epoch {trainer.epoch + 1}", total=trainer.n_batches, loss=loss
+            )
+            self.recent = []
+        self.recent = [*self.recent[-49:], loss]
+        self.bar.update(self.task_id, advance=1, loss=float(np.mean(self.recent)))
+
+    def on_train_end(self, trainer: Trainer | None) -> None:
+        self.bar.stop()
+
+
+class EarlyStopping(Callback):
+    """Stop after ``patience`` epochs without a better val nll; restore the best weights.
+
+    Its figures live in ``trainer.state`` so a checkpoint carries them across a resume."""
+
+    def __init__(self, patience: int) -> None:
+        self.patience = patience
+
+    def on_epoch_end(self, trainer: Trainer | None, record: EpochRecord) -> None:
+        if trainer is None or not math.isfinite(record.val_nll):
+            return
+        st = trainer.state
+        if record.val_nll < st.best_val:
+            st.best_val, st.best_epoch, st.bad_epochs = record.val_nll, record.epoch, 0
+            st.best_weights = copy.deepcopy(trainer.model.state_dict())
+        else:
+            st.bad_epochs += 1
+            if st.bad_epochs >= self.patience:
+                st.stop = True
+
+    def on_train_end(self, trainer: Trainer | None) -> None:
+        if trainer is not None and trainer.state.best_weights is not None:
+            trainer.model.load_state_dict(trainer.state.best_weights)
+
+
+@dataclass
+class TrainerState:
+    """What, beside weights and optimizer, a resume needs."""
+
+    epoch: int = 0
+    best_val: float = math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    stop: bool = False
+    best_weights: dict[str, torch.Tensor] | None = None
+    history: list[EpochRecord] = field(default_factory=list)
+
+
+class Trainer:
+    """Fit a :class:`TorchSequenceModel` on a task's batches; callbacks do the rest."""
+
+    def __init__(
+        self,
+        model: TorchSequenceModel,
+        data: FitData,
+        settings: TrainConfig,
+        task: Task | None = None,
+        callbacks: Sequence[Callback] = (),
+        validate: Validator | None = None,
+    ) -> None:
+        check_trainable(model, settings, type(model).__name__)
+        self.model = model
+        self.data = data
+        self.settings = settings
+        self.task = task or get_task("next-token")
+        self.device = resolve_device(settings.device)
+        self.validate = validate or default_validator(data)
+        extra: list[Callback] = []
+        if settings.patience is not None:
+            extra.append(EarlyStopping(settings.patience))
+        if settings.progress:
+            extra.append(ProgressCallback())
+        self.callbacks = [*extra, *callbacks]
+        model.to(self.device)
+        self.optimizer = make_optimizer(model, settings)
+        self.scheduler = make_scheduler(self.optimizer, settings)
+        self.state = TrainerState()
+        self.n_batches = self.task.n_batches(data.train, data.context_len, data.step, settings)
+
+    @property
+    def epoch(self) -> int:
+        """Epochs completed so far."""
+        return self.state.epoch
+
+    # ---- the loop ----------------------------------------------------------------------
+    def fit(self) -> list[EpochRecord]:
+        s = self.settings
+        with torch_threads(s.num_threads):
+            for cb in self.callbacks:
+                cb.on_train_start(self)
+            try:
+                while self.state.epoch < s.epochs and not self.state.stop:
+                    record = self.run_epoch(self.state.epoch + 1)
+                    self.state.epoch = record.epoch
+                    self.state.history.append(record)
+                    self.step_scheduler(record.val_nll)
+                    for cb in self.callbacks:
+                        cb.on_epoch_end(self, record)
+            finally:
+                for cb in self.callbacks:
+                    cb.on_train_end(self)
+        self.model.to("cpu")
+        self.model.eval()
+        self.model.mark_fitted()
+        return list(self.state.history)
+
+    def run_epoch(self, epoch: int) -> EpochRecord:
+        s, model = self.settings, self.model
+        torch.manual_seed(epoch_seed(s.seed, epoch))
+        model.train()
+        started = time.perf_counter()
+        losses: list[float] = []
+        norms: list[float] = []
+        tokens = 0
+        state: Any = None
+        lr = float(self.optimizer.param_groups[0]["lr"])
+        batches = self.task.batches(
+            self.data.train, self.data.context_len, self.data.step, s, epoch
+        )
+        for i, batch in enumerate(batches):
+            x = torch.from_numpy(np.ascontiguousarray(batch.inputs)).to(self.device)
+            y = torch.from_numpy(np.ascontiguousarray(batch.targets)).to(self.device)
+            if not batch.carry:
+                state = None
+            self.optimizer.zero_grad(set_to_none=True)
+            logits, state = model.step(x, state)
+            state = detach_state(state)
+            loss = masked_loss(logits, y)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"training diverged at epoch {epoch}, batch {i + 1} (loss {loss.item()}); "
+                    "lower train.lr or set train.clip_norm"
+                )
+            loss.backward()
+            norms.append(clip_gradients(model, s))
+            self.optimizer.step()
+            value = float(loss.item())
+            losses.append(value)
+            tokens += batch.n_targets
+            for cb in self.callbacks:
+                cb.on_batch_end(self, i, value)
+        seconds = time.perf_counter() - started
+        model.eval()
+        val_nll = self.validate(model)
+        return EpochRecord(
+            epoch=epoch,
+            train_nll=float(np.mean(losses)) if losses else float("nan"),
+            val_nll=val_nll,
+            grad_norm=float(np.mean(norms)) if norms else float("nan"),
+            tokens_per_s=tokens / seconds if seconds > 0 else float("nan"),
+            seconds=seconds,
+            lr=lr,
+        )
+
+    def step_scheduler(self, val_nll: float) -> None:
+        if self.scheduler is None:
+            return
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            if math.isfinite(val_nll):
+                self.scheduler.step(val_nll)
+        else:
+            self.scheduler.step()
+
+    # ---- checkpoints -------------------------------------------------------------------
+    def checkpoint_state(self) -> dict[str, Any]:
+        """Everything an exact resume needs, in types ``weights_only=True`` loads."""
+        st = self.state
+        return {
+            "weights": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
+            "torch_rng": torch.get_rng_state(),
+            "epoch": st.epoch,
+            "best_val": st.best_val,
+            "best_epoch": st.best_epoch,
+            "bad_epochs": st.bad_epochs,
+            "stop": st.stop,
+            "best_weights": st.best_weights or {},
+            "history": [asdict(r) for r in st.history],
+        }
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        """Continue from :meth:`checkpoint_state`'s result: the next epoch is saved+1."""
+        self.model.load_state_dict(saved["weights"])
+        self.model.to(self.device)
+        self.optimizer.load_state_dict(saved["optimizer"])
+        if self.scheduler is not None and saved["scheduler"]:
+            self.scheduler.load_state_dict(saved["scheduler"])
+        torch.set_rng_state(saved["torch_rng"])
+        self.state = TrainerState(
+            epoch=int(saved["epoch"]),
+            best_val=float(saved["best_val"]),
+            best_epoch=int(saved["best_epoch"]),
+            bad_epochs=int(saved["bad_epochs"]),
+            stop=bool(saved["stop"]),
+            best_weights=dict(saved["best_weights"]) or None,
+            history=[EpochRecord(**r) for r in saved["history"]],
+        )
+
+
+def default_validator(data: FitData) -> Validator:
+    """Mean val nll over windows of the val split (the experiment passes the task's own
+    scorer instead, so per-epoch and final figures agree)."""
+
+    def validate(model: SequenceModel) -> float:
+        from pipeline_core.metrics import stream_nll
+
+        if data.val is None:
+            return float("nan")
+        return stream_nll(model, data.val, data.context_len)
+
+    return validate
+
+
+def fit_model(
+    model: SequenceModel,
     data: FitData,
     settings: TrainConfig,
-    on_epoch: EpochCallback | None = None,
+    task: Task | None = None,
+    callbacks: Sequence[Callback] = (),
+    validate: Validator | None = None,
+    resume_from: dict[str, Any] | None = None,
 ) -> list[EpochRecord]:
-    """Fit ``model`` in place; return one :class:`EpochRecord` per epoch."""
-    from pipeline_core.metrics import stream_nll
+    """Fit any plugin: neural ones by the Trainer, count-based ones by their own ``fit``
+    (which never sees ``settings``); callbacks see the same records either way."""
+    if isinstance(model, TorchSequenceModel):
+        trainer = Trainer(model, data, settings, task, callbacks, validate)
+        if resume_from is not None:
+            trainer.restore(resume_from)
+        return trainer.fit()
+    records = model.fit(data)
+    if validate is not None and records:
+        last = records[-1]
+        records[-1] = EpochRecord(**{**asdict(last), "val_nll": validate(model)})
+    for record in records:
+        for cb in callbacks:
+            cb.on_epoch_end(None, record)
+    for cb in callbacks:
+        cb.on_train_end(None)
+    return records
 
-    window = data.context_len + 1
-    n_windows = count_windows(len(data.train), window, data.step)
-    if n_windows == 0:
-        raise DataError(
-            f"train split has {len(data.train)} tokens, fewer than context_len + 1 = {window}"
-        )
-    n_batches = -(-n_windows // settings.batch_size)
-    if settings.max_batches_per_epoch is not None:
-        n_batches = min(n_batches, settings.max_batches_per_epoch)
-    rng = np.random.default_rng(settings.seed)
-    torch.manual_seed(settings.seed)
-    optimizer = make_optimizer(model, settings)
-    history: list[EpochRecord] = []
-    with torch_threads(settings.num_threads), progress_bar(settings.progress) as bar:
-        for epoch in range(1, settings.epochs + 1):
-            task = bar.add_task(f"{type(model).__name__} epoch {epoch}", total=n_batches, loss=0.0)
-            model.train()
-            started = time.perf_counter()
-            losses, norms, tokens = [], [], 0
-            batches = iter_batches(data.train, window, data.step, settings.batch_size, rng)
-            for _, batch in zip(range(n_batches), batches, strict=False):
-                xy = torch.from_numpy(batch)
-                x, y = xy[:, :-1], xy[:, 1:]
-                optimizer.zero_grad(set_to_none=True)
-                loss = sequence_loss(model(x), y, settings.loss_positions)
-                if not torch.isfinite(loss):
-                    raise DataError(
-                        f"training diverged at epoch {epoch} (loss {loss.item()}); "
-                        "lower train.lr or set train.clip_norm"
-                    )
-                loss.backward()
-                norms.append(clip_gradients(model, settings))
-                optimizer.step()
-                losses.append(loss.item())
-                tokens += y.numel() if settings.loss_positions == "all" else len(y)
-                bar.update(task, advance=1, loss=float(np.mean(losses[-50:])))
-            seconds = time.perf_counter() - started
-            val_nll = (
-                stream_nll(model, data.val, data.context_len)
-                if data.val is not None
-                else float("nan")
-            )
-            record = EpochRecord(
-                epoch=epoch,
-                train_nll=float(np.mean(losses)),
-                val_nll=val_nll,
-                grad_norm=float(np.mean(norms)),
-                tokens_per_s=tokens / seconds if seconds > 0 else float("nan"),
-                seconds=seconds,
-            )
-            history.append(record)
-            if on_epoch is not None:
-                on_epoch(record)
-    model.eval()
-    return history
+
+def train(
+    model: SequenceModel,
+    data: FitData,
+    settings: TrainConfig | None = None,
+    callbacks: Sequence[Callback] = (),
+) -> list[EpochRecord]:
+    """The public entry point (``seqlab.api.train``): fit ``model`` on ``data``."""
+    return fit_model(model, data, settings or TrainConfig(), callbacks=callbacks)

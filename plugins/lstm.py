@@ -1,7 +1,9 @@
-"""LSTM language model: embedding -> LSTM -> linear, trained by the one trainer.
+"""LSTM language model: embedding -> LSTM -> linear, trained by the one Trainer.
 
 The LSTM's gates keep the gradient alive across time steps where a vanilla RNN's
-vanishes; this plugin is the tutorial's recommended fix, as a next-token model.
+vanishes; this plugin is the tutorial's recommended fix, as a next-token model. It
+carries its (h, c) state, so it can train by truncated BPTT over contiguous streams
+(``train.bptt: stateful``) and score a split in one O(N) pass.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Any, ClassVar
 import torch
 from pydantic import Field
 
-from pipeline_core.contract import PluginConfig, TaskKind, TorchSequenceModel
+from seqlab.api import PluginConfig, State, TaskKind, TorchSequenceModel
 
 
 class LSTMConfig(PluginConfig):
@@ -24,11 +26,12 @@ class LSTMConfig(PluginConfig):
 
 
 class LSTMModel(TorchSequenceModel):
-    """Embedding -> LSTM -> dropout -> linear over the vocabulary."""
+    """Embedding -> LSTM -> dropout -> linear over the vocabulary; carries (h, c)."""
 
     config_class: ClassVar[type[PluginConfig]] = LSTMConfig
     task_kinds: ClassVar[frozenset[TaskKind]] = frozenset({"next-token"})
     test_params: ClassVar[dict[str, Any]] = {"embedding_dim": 8, "hidden_size": 16}
+    stateful: ClassVar[bool] = True
     config: LSTMConfig
 
     def __init__(self, vocab_size: int, config: LSTMConfig | dict[str, Any] | None = None):
@@ -45,6 +48,6 @@ class LSTMModel(TorchSequenceModel):
         self.dropout = torch.nn.Dropout(cfg.dropout)
         self.head = torch.nn.Linear(cfg.hidden_size, vocab_size)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        hidden, _ = self.lstm(self.embedding(x))
-        return self.head(self.dropout(hidden))
+    def forward(self, x: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
+        hidden, state = self.lstm(self.embedding(x), state)
+        return self.head(self.dropout(hidden)), state

@@ -80,8 +80,10 @@ import numpy as np
 import torch
 from pydantic import Field, ValidationInfo, field_validator
 
-from pipeline_core.config import TrainConfig
-from pipeline_core.contract import (
+from plugins.ngram_arpa import ArpaTable, read_arpa, write_arpa
+from seqlab.api import (
+    ConfigError,
+    DataError,
     EpochCallback,
     EpochRecord,
     FitData,
@@ -91,8 +93,6 @@ from pipeline_core.contract import (
     TaskKind,
     as_context_array,
 )
-from pipeline_core.errors import ConfigError, DataError
-from plugins.ngram_arpa import ArpaTable, read_arpa, write_arpa
 
 Smoothing = Literal[
     "mle",
@@ -203,15 +203,10 @@ class NGramModel(SequenceModel):
         self.discounts_: dict[int, tuple[float, float, float]] = {}
 
     # ---- fitting -------------------------------------------------------------------
-    def fit(
-        self,
-        data: FitData,
-        settings: TrainConfig,
-        on_epoch: EpochCallback | None = None,
-    ) -> list[EpochRecord]:
+    def fit(self, data: FitData, on_epoch: EpochCallback | None = None) -> list[EpochRecord]:
         """Count every n-gram of ``data.train``; report train and val nll as one epoch.
 
-        ``settings`` is ignored (nothing to optimise). ``val_nll`` is ``inf`` when the
+        ``val_nll`` is ``inf`` when the
         model gives a val token probability 0 (``mle``, ``nltk_compat``).
         """
         if int(data.vocab_size) != self.vocab_size:

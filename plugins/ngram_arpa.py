@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline_core.errors import DataError
+from seqlab.api import DataError
 
 _UNESCAPE = re.compile(r"<sp>|<U\+([0-9A-F]{4,6})>")
 _HEADER = re.compile(r"ngram\s+(\d+)\s*=\s*(\d+)$")

@@ -51,6 +51,22 @@ def split_models(models: str) -> list[str]:
     return names
 
 
+def parse_sets(pairs: list[str]) -> dict[str, Any]:
+    """``--set train.bptt=stateful`` pairs; values are read as YAML scalars."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set: expected KEY=VALUE, e.g. train.bptt=stateful (got {pair!r})")
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else raw
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {key}: the value {raw!r} is not valid YAML") from None
+    return out
+
+
 def build_run_config(
     config: Path | None,
     data: str | None,
@@ -60,12 +76,15 @@ def build_run_config(
     epochs: int | None,
     tracking_uri: str | None,
     errors: str | None,
+    task: str | None = None,
+    sets: list[str] | None = None,
 ) -> Any:
-    """The resolved config: the file, then each flag that was given."""
+    """The resolved config: the file, then ``--set`` pairs, then each flag given."""
     from pipeline_core.config import load_run_config, load_yaml
 
-    overrides: dict[str, Any] = {}
+    overrides: dict[str, Any] = parse_sets(sets or [])
     for key, value in {
+        "task": task,
         "data.source": data,
         "data.clean": clean,
         "data.level": level,
@@ -90,18 +109,25 @@ def print_leaderboard(result: Any) -> None:
     from rich.table import Table
 
     table = Table(title=f"leaderboard — {result.experiment}")
-    for col in ("model", "test bpc", "ppl", "acc@1", "train s"):
-        table.add_column(col, justify="left" if col == "model" else "right")
+    for col in ("model", "test bpc", "ppl", "acc@1", "val bpc", "train s", "scoring"):
+        table.add_column(col, justify="left" if col in ("model", "scoring") else "right")
     for row in result.leaderboard.itertuples():
+        if row.status == "failed":
+            table.add_row(row.model, "[red]failed[/red]", "", "", "", "", row.error[:60])
+            continue
         table.add_row(
             row.model,
             f"{row.test_bpc:.4f}",
             f"{row.test_ppl:.3f}",
             f"{row.test_acc1:.3f}",
+            f"{row.val_bpc:.4f}",
             f"{row.train_s:.1f}",
+            row.scoring,
         )
     console = Console()
     console.print(table)
+    if result.resumed:
+        console.print(f"resumed: kept finished model(s) {', '.join(result.resumed)}")
     if result.entropy_rate_bits is not None:
         console.print(
             f"source entropy rate: {result.entropy_rate_bits:.4f} bits/char "
@@ -127,18 +153,50 @@ def run_command(
     errors: str | None = typer.Option(
         None, "--errors", help="Undecodable bytes: strict (fail) or ignore (the tutorial's)."
     ),
+    task: str | None = typer.Option(None, "--task", help="The task (default: next-token)."),
+    sets: list[str] = typer.Option(
+        [], "--set", help="Any config key, e.g. --set train.bptt=stateful (repeatable)."
+    ),
+    resume: str | None = typer.Option(
+        None, "--resume", help="Continue a killed comparison: its MLflow parent run id."
+    ),
 ) -> None:
-    """Train and evaluate models on identical splits; print the leaderboard."""
+    """Train and evaluate models on identical splits; print the leaderboard.
+
+    ``--models`` keeps a config file's per-model params for the models it names."""
     quiet_services()
-    run_config = build_run_config(config, data, clean, level, models, epochs, tracking_uri, errors)
+    given = [config, data, clean, level, models, epochs, errors, task, *sets]
+    if resume is not None and all(v is None for v in given):
+        run_config = stored_run_config(resume, tracking_uri)
+    else:
+        run_config = build_run_config(
+            config, data, clean, level, models, epochs, tracking_uri, errors, task, sets
+        )
     from pipeline_core.experiment import resolve_models
 
-    resolve_models(run_config.models)  # unknown plugins and bad configs fail before Prefect
+    # unknown tasks, plugins and bad configs fail before Prefect starts
+    resolve_models(run_config.models, run_config.task, run_config.train)
     from flows.compare import compare_flow
     from flows.console import hide_user_error_tracebacks
 
     hide_user_error_tracebacks()
-    print_leaderboard(compare_flow(run_config))
+    result = compare_flow(run_config, resume)
+    print_leaderboard(result)
+    if result.failures:
+        for failure in result.failures:
+            print(f"error: model {failure.label} failed: {failure.error}", file=sys.stderr)
+        raise SystemExit(1)
+
+
+def stored_run_config(parent_id: str, tracking_uri: str | None) -> Any:
+    """``--resume ID`` alone: the config the comparison was started with."""
+    from pipeline_core.resume import stored_config
+    from pipeline_core.tracking import get_tracker
+
+    stored = stored_config(get_tracker(tracking_uri), parent_id)
+    if tracking_uri is not None:
+        stored.tracking.tracking_uri = tracking_uri
+    return stored
 
 
 @app.command("score")

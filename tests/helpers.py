@@ -8,8 +8,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline_core.config import TrainConfig
-from pipeline_core.contract import EpochCallback, EpochRecord, FitData, SequenceModel
+from pipeline_core.contract import (
+    EpochCallback,
+    EpochRecord,
+    FitData,
+    PluginConfig,
+    SequenceModel,
+    TorchSequenceModel,
+)
 
 
 class BigramTable(SequenceModel):
@@ -19,9 +25,7 @@ class BigramTable(SequenceModel):
         super().__init__(vocab_size, config)
         self.table: np.ndarray | None = None
 
-    def fit(
-        self, data: FitData, settings: TrainConfig, on_epoch: EpochCallback | None = None
-    ) -> list[EpochRecord]:
+    def fit(self, data: FitData, on_epoch: EpochCallback | None = None) -> list[EpochRecord]:
         counts = np.ones((self.vocab_size, self.vocab_size))
         np.add.at(counts, (data.train[:-1].astype(int), data.train[1:].astype(int)), 1)
         self.table = np.log(counts / counts.sum(axis=1, keepdims=True))
@@ -47,3 +51,19 @@ class Uniform(BigramTable):
 
     def log_proba(self, contexts: np.ndarray) -> np.ndarray:
         return np.full((len(contexts), self.vocab_size), -np.log(self.vocab_size))
+
+
+class StatelessGRU(TorchSequenceModel):
+    """A neural plugin without carried state (forward(x) -> logits only)."""
+
+    config_class = PluginConfig
+
+    def __init__(self, vocab_size: int, config: Any = None) -> None:
+        super().__init__(vocab_size, config)
+        self.embedding = torch.nn.Embedding(vocab_size, 8)
+        self.gru = torch.nn.GRU(8, 16, batch_first=True)
+        self.head = torch.nn.Linear(16, vocab_size)
+
+    def forward(self, x: torch.Tensor, *args: Any) -> torch.Tensor:
+        hidden, _ = self.gru(self.embedding(x))
+        return self.head(hidden)

@@ -238,7 +238,7 @@ def test_export_arpa_from_a_checkpoint(tmp_path: Path) -> None:
     """A fitted n-gram saved as a checkpoint becomes an ARPA file that reproduces it."""
     import numpy as np
 
-    from pipeline_core.config import DataConfig, TrainConfig
+    from pipeline_core.config import DataConfig
     from pipeline_core.experiment import fit_data
     from pipeline_core.vectorize import vectorize
     from plugins.ngram import NGramModel
@@ -246,7 +246,7 @@ def test_export_arpa_from_a_checkpoint(tmp_path: Path) -> None:
 
     corpus = vectorize("the cat sat on the mat. " * 50, DataConfig(context_len=4))
     model = NGramModel(len(corpus.vocab), {"order": 3})
-    model.fit(fit_data(corpus), TrainConfig())
+    model.fit(fit_data(corpus))
     ckpt = model.save(tmp_path / "m.pt", vocab=corpus.vocab.tokens, plugin="ngram")
     result = run_cli("export-arpa", str(ckpt), str(tmp_path / "m.arpa"))
     assert result.returncode == 0, result.stderr

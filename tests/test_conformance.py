@@ -19,7 +19,6 @@ from pydantic import Field
 from typer.testing import CliRunner
 
 from pipeline_core import registry
-from pipeline_core.config import TrainConfig
 from pipeline_core.contract import (
     EpochCallback,
     EpochRecord,
@@ -66,9 +65,7 @@ class Bigram(SequenceModel):
         super().__init__(vocab_size, config)
         self.counts: np.ndarray | None = None
 
-    def fit(
-        self, data: FitData, settings: TrainConfig, on_epoch: EpochCallback | None = None
-    ) -> list[EpochRecord]:
+    def fit(self, data: FitData, on_epoch: EpochCallback | None = None) -> list[EpochRecord]:
         counts = np.zeros((self.vocab_size, self.vocab_size))
         np.add.at(counts, (data.train[:-1], data.train[1:]), 1.0)
         self.counts = self.adjust(counts)
@@ -190,8 +187,8 @@ class TakesData(Bigram):
 
 
 class EmptyHistory(Bigram):
-    def fit(self, data: FitData, settings: TrainConfig, on_epoch: Any = None) -> Any:
-        super().fit(data, settings)
+    def fit(self, data: FitData, on_epoch: Any = None) -> Any:
+        super().fit(data)
         return []
 
 

@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 
-from pipeline_core.config import TrainConfig
 from pipeline_core.contract import FitData
 from pipeline_core.errors import ConfigError
 from pipeline_core.generation import generate, sample_next, sequence_log_prob
@@ -17,7 +16,7 @@ from tests.helpers import BigramTable
 def _bigram() -> BigramTable:
     train = np.array([1, 2, 3] * 50 + [1, 3], dtype=np.int64)
     model = BigramTable(4)
-    model.fit(FitData(train, None, 4, 3), TrainConfig())
+    model.fit(FitData(train, None, 4, 3))
     return model
 
 

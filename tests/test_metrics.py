@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from pipeline_core.config import DataConfig, TrainConfig
+from pipeline_core.config import DataConfig
 from pipeline_core.errors import DataError
 from pipeline_core.experiment import fit_data
 from pipeline_core.metrics import evaluate, score_targets
@@ -30,7 +30,7 @@ def test_uniform_model_scores_log2_v_bits_per_char() -> None:
 def test_bigram_scores_match_a_hand_loop() -> None:
     corpus = vectorize(TEXT, DataConfig(context_len=4))
     model = BigramTable(len(corpus.vocab))
-    model.fit(fit_data(corpus), TrainConfig())
+    model.fit(fit_data(corpus))
     scores = evaluate(model, corpus, "test")
     start, stop = corpus.span("test")
     total, hits = 0.0, 0

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline_core.config import TrainConfig
 from pipeline_core.contract import FitData, NotFittedError
 from pipeline_core.errors import ConfigError, DataError
 from plugins.ngram import NGramConfig, NGramModel, Smoothing
@@ -27,7 +26,7 @@ SMOOTHED = [s for s in ALL if s != "mle"]
 def fit(stream: Any, vocab_size: int, val: Any = None, **params: Any) -> NGramModel:
     model = NGramModel(vocab_size, params)
     val_arr = None if val is None else np.asarray(val)
-    model.fit(FitData(np.asarray(stream), val_arr, vocab_size, 4), TrainConfig())
+    model.fit(FitData(np.asarray(stream), val_arr, vocab_size, 4))
     return model
 
 
@@ -108,7 +107,7 @@ def test_bad_ids_and_data_are_data_errors():
     with pytest.raises(DataError, match="empty"):
         fit([], 5)
     with pytest.raises(DataError, match="vocab_size"):
-        NGramModel(5).fit(FitData(np.array([1, 2]), None, 6, 4), TrainConfig())
+        NGramModel(5).fit(FitData(np.array([1, 2]), None, 6, 4))
     with pytest.raises(DataError, match="train"):
         fit([1, 7], 5)
 
@@ -302,9 +301,7 @@ def test_fit_reports_one_epoch_with_train_and_val_nll():
     stream = random_stream()
     seen: list = []
     model = NGramModel(9, {"order": 3})
-    history = model.fit(
-        FitData(stream[:300].astype(np.uint8), stream[300:], 9, 4), TrainConfig(), seen.append
-    )
+    history = model.fit(FitData(stream[:300].astype(np.uint8), stream[300:], 9, 4), seen.append)
     assert len(history) == 1 and seen == history and model.is_fitted
     rec = history[0]
     train = stream[:300]

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline_core.config import TrainConfig
 from pipeline_core.contract import FitData, NotFittedError
 from pipeline_core.errors import ConfigError, DataError
 from plugins.ngram import NGramModel
@@ -28,7 +27,7 @@ def ids(tokens: Iterable[str]) -> np.ndarray:
 
 def fitted(**params: object) -> NGramModel:
     model = NGramModel(len(VOCAB), params)
-    model.fit(FitData(ids(TRAIN), None, len(VOCAB), 4), TrainConfig())
+    model.fit(FitData(ids(TRAIN), None, len(VOCAB), 4))
     return model
 
 

@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 from nltk.util import everygrams
 
-from pipeline_core.config import TrainConfig
 from pipeline_core.contract import FitData
 from plugins.ngram import NGramModel
 
@@ -67,7 +66,7 @@ class Pair:
         self.vocab = ["<unk>", *sorted(set(train))]
         self.index = {t: i for i, t in enumerate(self.vocab)}
         self.ours = NGramModel(len(self.vocab), {"order": order, **params})
-        self.ours.fit(FitData(self.ids(train), None, len(self.vocab), order), TrainConfig())
+        self.ours.fit(FitData(self.ids(train), None, len(self.vocab), order))
         if cls is lm.Lidstone:
             self.nltk = cls(args["gamma"], order)
         else:
@@ -153,7 +152,7 @@ def test_stupid_backoff_raw_scores_equal_nltk():
         ours = NGramModel(
             len(vocab), {"order": order, "smoothing": "stupid_backoff", "nltk_compat": True}
         )
-        ours.fit(FitData(np.array([ids[t] for t in train]), None, len(vocab), 1), TrainConfig())
+        ours.fit(FitData(np.array([ids[t] for t in train]), None, len(vocab), 1))
         ref = lm.StupidBackoff(alpha=0.4, order=order)
         ref.fit([list(everygrams(train, max_len=order))], vocabulary_text=train)
         full = train + list(HAND_TEST)
@@ -168,7 +167,7 @@ def test_kneser_ney_boundary_quirk_is_reproduced_only_in_compat_mode():
     train = list(HAND_TRAIN)
     pair = Pair(train, 3, "kneser_ney")
     default = NGramModel(len(pair.vocab), {"order": 3, "smoothing": "kneser_ney"})
-    default.fit(FitData(pair.ids(train), None, len(pair.vocab), 3), TrainConfig())
+    default.fit(FitData(pair.ids(train), None, len(pair.vocab), 3))
     context = ("x", "q")  # unseen at the top level: the bigram level decides
     want = np.array([pair.nltk_prob(pair.nltk_name(i), context) for i in range(len(pair.vocab))])
     got = pair.ours.scores(pair.ids(context)[None, :])[0]
@@ -185,7 +184,7 @@ def test_unk_gets_zero_in_nltk_kneser_ney_and_mass_by_default():
     assert pair.nltk.score("<UNK>", ("a", "b")) == 0.0
     assert pair.ours.log_proba(pair.ids("ab")[None, :])[0, 0] == -np.inf
     default = NGramModel(len(pair.vocab), {"order": 3})
-    default.fit(FitData(pair.ids(train), None, len(pair.vocab), 3), TrainConfig())
+    default.fit(FitData(pair.ids(train), None, len(pair.vocab), 3))
     assert 0 < np.exp(default.log_proba(pair.ids("ab")[None, :])[0, 0]) < 0.01
 
 

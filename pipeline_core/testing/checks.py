@@ -38,6 +38,7 @@ from pipeline_core.contract import (
     TorchSequenceModel,
 )
 from pipeline_core.errors import ConfigError, DataError, PluginError, SeqlabError
+from pipeline_core.training import Callback, fit_model
 
 # ---- the kit's tiny world ---------------------------------------------------------------
 VOCAB_SIZE = 5
@@ -86,6 +87,16 @@ def probe_contexts(batch: int, length: int, seed: int = 0) -> np.ndarray:
     ctx = rng.integers(0, VOCAB_SIZE, size=(batch, length), dtype=np.int64)
     ctx[0, -1] = 0
     return ctx
+
+
+class _Recorder(Callback):
+    """Collects the records the trainer hands to callbacks."""
+
+    def __init__(self, seen: list[EpochRecord]) -> None:
+        self.seen = seen
+
+    def on_epoch_end(self, trainer: Any, record: EpochRecord) -> None:
+        self.seen.append(record)
 
 
 # ---- failures ---------------------------------------------------------------------------
@@ -196,7 +207,7 @@ def fitted_model(plugin_cls: type[Any], r: _Rule) -> SequenceModel:
     if model is None:
         model = _new(plugin_cls)
         try:
-            model.fit(kit_fit_data(), kit_train_config())
+            fit_model(model, kit_fit_data(), kit_train_config())
         except Exception as err:
             raise r.fail(f"fit on the kit's periodic data failed first: {_describe(err)}") from err
         if len(_FITTED) >= 16:
@@ -499,7 +510,9 @@ def check_fit_returns_epoch_records(plugin_cls: type[Any], r: _Rule) -> None:
     model = _new(plugin_cls)
     seen: list[EpochRecord] = []
     epochs = 2
-    history = model.fit(kit_fit_data(val=False), kit_train_config(epochs=epochs), seen.append)
+    history = fit_model(
+        model, kit_fit_data(val=False), kit_train_config(epochs=epochs), callbacks=[_Recorder(seen)]
+    )
     r.ensure(isinstance(history, list), f"fit returned a {type(history).__name__}")
     r.ensure(bool(history), "fit returned an empty list")
     kinds = {type(h).__name__ for h in history if not isinstance(h, EpochRecord)}
@@ -624,7 +637,7 @@ def check_deterministic_fit(plugin_cls: type[Any], r: _Rule) -> None:
     outputs = []
     for _ in range(2):
         model = _new(plugin_cls, seed=11)
-        model.fit(kit_fit_data(), kit_train_config(epochs=1, seed=11))
+        fit_model(model, kit_fit_data(), kit_train_config(epochs=1, seed=11))
         outputs.append(_log_proba(model, contexts, r, "4 contexts"))
     gap = float(np.abs(outputs[0] - outputs[1]).max())
     r.ensure(gap <= 1e-9, f"two fits under seed 11 differ by up to {gap:.3g}")

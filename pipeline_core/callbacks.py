@@ -1,0 +1,78 @@
+"""Trainer callbacks that reach MLflow: per-epoch figures and per-epoch checkpoints.
+
+They live apart from the Trainer (which knows no tracker) and take a Tracker and a run.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pipeline_core.contract import EpochRecord
+from pipeline_core.tracking import RunRef, Tracker
+from pipeline_core.training import Callback, Trainer
+
+LN2 = math.log(2.0)
+CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_FILE = "last.pt"
+TRAINER_FORMAT = 1
+
+
+def epoch_metrics(record: EpochRecord, val_tokens_per_char: float) -> dict[str, float]:
+    """Per-epoch names, the same for every plugin (MLflow's compare view lines them up)."""
+    return {
+        "train_nll": record.train_nll,
+        "val_nll": record.val_nll,
+        "val_bpc": record.val_nll / LN2 * val_tokens_per_char,
+        "grad_norm": record.grad_norm,
+        "tokens_per_s": record.tokens_per_s,
+        "epoch_seconds": record.seconds,
+        "lr": record.lr,
+    }
+
+
+class MlflowMetrics(Callback):
+    """Log each epoch's figures to ``run`` at step = epoch."""
+
+    def __init__(self, tracker: Tracker, run: RunRef, val_tokens_per_char: float) -> None:
+        self.tracker, self.run, self.ratio = tracker, run, val_tokens_per_char
+
+    def on_epoch_end(self, trainer: Trainer | None, record: EpochRecord) -> None:
+        self.tracker.log_metrics(self.run, epoch_metrics(record, self.ratio), step=record.epoch)
+
+
+class MlflowCheckpoint(Callback):
+    """After every epoch: the Trainer's whole state as ``checkpoints/last.pt``."""
+
+    def __init__(self, tracker: Tracker, run: RunRef) -> None:
+        self.tracker, self.run = tracker, run
+
+    def on_epoch_end(self, trainer: Trainer | None, record: EpochRecord) -> None:
+        if trainer is None:
+            return
+        payload = {"format": TRAINER_FORMAT, "trainer": trainer.checkpoint_state()}
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / CHECKPOINT_FILE
+            torch.save(payload, path)
+            self.tracker.log_file(self.run, path, CHECKPOINT_DIR)
+
+
+def load_trainer_checkpoint(tracker: Tracker, run: RunRef) -> dict[str, Any] | None:
+    """The last per-epoch checkpoint of ``run``; None if absent or unreadable (a kill
+    while it was being written), in which case the model restarts from scratch."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = tracker.download(run, f"{CHECKPOINT_DIR}/{CHECKPOINT_FILE}", tmp)
+        if path is None or not path.is_file():
+            return None
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:
+            return None
+    if not isinstance(payload, dict) or payload.get("format") != TRAINER_FORMAT:
+        return None
+    state = payload.get("trainer")
+    return state if isinstance(state, dict) else None

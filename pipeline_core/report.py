@@ -1,0 +1,115 @@
+"""Scoring a trained model is pure (:func:`score_model` -> :class:`ModelReport`);
+recording it is the edge (:func:`record` writes the report to its MLflow run)."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from pipeline_core.contract import EpochRecord, SequenceModel
+from pipeline_core.metrics import Scores
+from pipeline_core.tasks import get_task
+from pipeline_core.vectorize import EncodedCorpus, detokenize
+
+if TYPE_CHECKING:
+    from pipeline_core.config import TrackingConfig
+    from pipeline_core.tracking import RunRef, Tracker
+
+SAMPLE_TEMPERATURES = (0.0, 0.5, 1.0)
+CARRIED = "carried state"
+WINDOWS = "windows"
+
+
+@dataclass
+class ModelReport:
+    """Everything one model's evaluation produced, before anything is recorded."""
+
+    label: str
+    plugin: str
+    config: dict[str, object]
+    val_scores: Scores
+    test_scores: Scores
+    scoring: str
+    history: list[EpochRecord]
+    samples: dict[str, str] = field(default_factory=dict)
+
+
+def generate_samples(
+    model: SequenceModel, corpus: EncodedCorpus, n_tokens: int, seed: int
+) -> dict[str, str]:
+    """Continuations of the test split's first context at a few temperatures."""
+    from pipeline_core.generation import generate
+
+    ctx = corpus.config.context_len
+    start = corpus.span("test")[0]
+    prompt = corpus.ids[start : start + ctx].astype(np.int64)
+    prompt_text = detokenize(corpus.vocab.decode(prompt), corpus.level)
+    samples = {}
+    for temp in SAMPLE_TEMPERATURES:
+        ids = generate(model, prompt, n_tokens, ctx, temperature=temp, seed=seed)
+        text = detokenize(corpus.vocab.decode(ids), corpus.level)
+        samples[f"temperature {temp}"] = f"[{prompt_text}]{text}"
+    return samples
+
+
+def score_model(
+    model: SequenceModel,
+    corpus: EncodedCorpus,
+    task_name: str,
+    carry_state: bool,
+    *,
+    label: str,
+    plugin: str,
+    config: dict[str, object],
+    history: list[EpochRecord],
+    tracking: TrackingConfig,
+    seed: int = 0,
+) -> ModelReport:
+    """Val and test scores under the task's one metric, and samples. Records nothing."""
+    task = get_task(task_name)
+    val = task.score(model, corpus, "val", carry_state)
+    test = task.score(model, corpus, "test", carry_state)
+    samples = generate_samples(model, corpus, tracking.sample_len, seed) if tracking.samples else {}
+    return ModelReport(
+        label=label,
+        plugin=plugin,
+        config=config,
+        val_scores=val,
+        test_scores=test,
+        scoring=CARRIED if carry_state else WINDOWS,
+        history=history,
+        samples=dict(list(samples.items())[: tracking.samples]),
+    )
+
+
+def record(
+    tracker: Tracker, run: RunRef, report: ModelReport, model: SequenceModel, corpus: EncodedCorpus
+) -> None:
+    """Write a report to its run: metrics, samples, vocabulary, config, learning curve,
+    and the model's checkpoint under ``model/``."""
+    from pipeline_core import plots
+
+    tracker.log_metrics(
+        run, {**report.val_scores.as_metrics("val"), **report.test_scores.as_metrics("test")}
+    )
+    tracker.set_tags(run, {"seqlab.scoring": report.scoring})
+    tracker.log_text(
+        run, "\n\n".join(f"# {k}\n{v}" for k, v in report.samples.items()), "samples.txt"
+    )
+    tracker.log_text(run, corpus.vocab.to_json(), "vocab.json")
+    tracker.log_dict(run, {"plugin": report.plugin, "config": report.config}, "model_config.json")
+    fig = plots.learning_curve(report.history, report.label)
+    tracker.log_figure(run, fig, "learning_curve.png")
+    plots.close(fig)
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = model.save(
+            Path(tmp) / "checkpoint.pt",
+            vocab=corpus.vocab.tokens,
+            plugin=report.plugin,
+            extra={"data": corpus.config.model_dump(mode="json"), "scoring": report.scoring},
+        )
+        tracker.log_file(run, ckpt, "model")
