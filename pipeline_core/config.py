@@ -79,15 +79,44 @@ class TrainConfig(StrictModel):
 class DataConfig(StrictModel):
     """Where the text comes from and how it becomes integer arrays."""
 
-    source: str = "synthetic:markov"
-    clean: CleanPreset = "text"
-    errors: DecodeErrors = "strict"
-    level: Level = "char"
-    context_len: int = Field(default=10, ge=1, le=100_000)
-    step: int = Field(default=1, ge=1)
-    splits: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    min_freq: int = Field(default=1, ge=1)
-    max_vocab: int | None = Field(default=None, ge=1)
+    source: str = Field(
+        default="synthetic:markov",
+        description="A file, a directory, a glob, an http(s) URL, `gutenberg:<id>` or "
+        "`synthetic:<name>?key=value&...` (e.g. `synthetic:markov?order=2&length=60000`).",
+    )
+    clean: CleanPreset = Field(
+        default="text",
+        description="Cleaning preset: none; seed (the tutorial's: per line strip, lowercase, "
+        "ASCII only, drop empty lines, join with one space); text (NFKC, BOM and Project "
+        "Gutenberg header/footer removed, whitespace normalised, case kept).",
+    )
+    errors: DecodeErrors = Field(
+        default="strict",
+        description="Undecodable bytes: strict (an error naming the file) or ignore (drop).",
+    )
+    level: Level = Field(default="char", description="Tokens: characters or words.")
+    context_len: int = Field(
+        default=10,
+        ge=1,
+        le=100_000,
+        description="Tokens of context per window (the tutorial's SEQ_LEN); also the "
+        "truncated-BPTT length with train.bptt: stateful.",
+    )
+    step: int = Field(default=1, ge=1, description="Stride between the starts of training windows.")
+    splits: tuple[float, float, float] = Field(
+        default=(0.8, 0.1, 0.1),
+        description="Train, val and test fractions: three positive numbers that sum to 1; "
+        "contiguous slices, the tail of the text is the test split.",
+    )
+    min_freq: int = Field(
+        default=1, ge=1, description="Tokens seen fewer times than this become `<unk>` (id 0)."
+    )
+    max_vocab: int | None = Field(
+        default=None,
+        ge=1,
+        description="Keep at most this many tokens, most frequent first, besides `<unk>` "
+        "(null: no cap).",
+    )
 
     @model_validator(mode="after")
     def _splits_are_fractions(self) -> DataConfig:
@@ -119,10 +148,22 @@ class ModelSpec(StrictModel):
 class TrackingConfig(StrictModel):
     """Where MLflow records runs; ``None`` means MLFLOW_TRACKING_URI or ./mlruns.db."""
 
-    tracking_uri: str | None = None
-    experiment: str | None = None
-    samples: int = Field(default=3, ge=0)
-    sample_len: int = Field(default=200, ge=1)
+    tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking URI (null: `$MLFLOW_TRACKING_URI`, else "
+        "`sqlite:///./mlruns.db`).",
+    )
+    experiment: str | None = Field(
+        default=None,
+        description="MLflow experiment name (null: `seqlab/<dataset>/<task>`).",
+    )
+    samples: int = Field(
+        default=3,
+        ge=0,
+        description="Generated samples logged per model, at temperatures 0, 0.5 and 1 in "
+        "that order (at most 3; 0: none).",
+    )
+    sample_len: int = Field(default=200, ge=1, description="Tokens per generated sample.")
 
 
 class RunConfig(StrictModel):
@@ -131,12 +172,20 @@ class RunConfig(StrictModel):
     task: str = Field(
         default="next-token", description="The task every model is trained and scored on."
     )
-    data: DataConfig = Field(default_factory=DataConfig)
-    models: list[ModelSpec] = Field(
-        default_factory=lambda: [ModelSpec(plugin="ngram"), ModelSpec(plugin="lstm")]
+    data: DataConfig = Field(
+        default_factory=DataConfig, description="The corpus and how it is tokenized and split."
     )
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    models: list[ModelSpec] = Field(
+        default_factory=lambda: [ModelSpec(plugin="ngram"), ModelSpec(plugin="lstm")],
+        description="The models compared, each a plugin with its own params.",
+    )
+    train: TrainConfig = Field(
+        default_factory=TrainConfig,
+        description="How the Trainer fits every neural plugin (count-based ones ignore it).",
+    )
+    tracking: TrackingConfig = Field(
+        default_factory=TrackingConfig, description="Where and what MLflow records."
+    )
 
 
 M = TypeVar("M", bound=BaseModel)

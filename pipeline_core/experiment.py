@@ -334,7 +334,9 @@ def leaderboard(results: list[ModelResult]) -> pd.DataFrame:
     ]
     table = pd.DataFrame(rows, columns=list(LEADERBOARD_COLUMNS))
     if len(table):
-        table = table.sort_values(["status", "test_bpc"], kind="stable").reset_index(drop=True)
+        table["_failed"] = table["status"] == "failed"
+        table = table.sort_values(["_failed", "test_bpc"], kind="stable")
+        table = table.drop(columns="_failed").reset_index(drop=True)
     return table
 
 

@@ -73,6 +73,8 @@ def first_difference(a: Any, b: Any, where: str = "") -> str | None:
             if found:
                 return found
         return None
+    if isinstance(a, list) and isinstance(b, list):
+        return f"{where}: {len(a)} entries then, {len(b)} now"
     return None if a == b else f"{where or 'config'}: {a!r} then, {b!r} now"
 
 

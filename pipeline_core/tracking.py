@@ -21,6 +21,7 @@ from typing import Any
 from pipeline_core.errors import ConfigError
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep stderr clean
 
 DEFAULT_DB = "mlruns.db"
 PARENT_TAG = "mlflow.parentRunId"

@@ -85,20 +85,57 @@ def test_compare_flow_logs_parent_children_and_artifacts(
     assert evaluate(model, corpus).bpc == pytest.approx(lstm.data.metrics["test_bpc"], rel=1e-9)
 
 
-def test_a_failing_model_keeps_what_was_recorded(prefect_server: str, tracking_uri: str) -> None:
+def test_a_failing_model_fails_only_its_own_run(prefect_server: str, tracking_uri: str) -> None:
     from flows.compare import compare_flow
 
     mle = {"plugin": "ngram", "name": "mle5", "params": {"order": 5, "smoothing": "mle"}}
-    config = _config(tracking_uri, [TINY_LSTM, mle])
-    with pytest.raises(DataError, match="zero probability"):
-        compare_flow(config)
+    ngram = {"plugin": "ngram", "name": "kn3", "params": {"order": 3}}
+    config = _config(tracking_uri, [TINY_LSTM, mle, ngram])
+    result = compare_flow(config)  # the flow waits for every model
+    assert [f.label for f in result.failures] == ["mle5"]
+    assert "sums to 0" in (result.failures[0].error or "")
+    board = result.leaderboard
+    assert board["model"].tolist() == [
+        *sorted(["lstm", "kn3"], key=lambda m: float(board.set_index("model").loc[m, "test_bpc"])),
+        "mle5",
+    ]
+    assert board.set_index("model").loc["mle5", "status"] == "failed"
     client = MlflowClient(tracking_uri)
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     by_name = {r.info.run_name: r for r in runs}
-    assert by_name["lstm"].info.status == "FINISHED"
-    assert "test_bpc" in by_name["lstm"].data.metrics
-    assert by_name["mle5"].info.status == "FAILED"
-    assert "zero probability" in by_name["mle5"].data.tags["seqlab.error"]
+    for finished in ("lstm", "kn3"):
+        assert by_name[finished].info.status == "FINISHED"
+        assert "test_bpc" in by_name[finished].data.metrics
+    failed = by_name["mle5"]
+    assert failed.info.status == "FAILED"
+    assert "sums to 0" in failed.data.tags["seqlab.error"]
+    error_txt = mlflow.artifacts.load_text(f"{failed.info.artifact_uri}/error.txt")
+    assert "Traceback" in error_txt and "PluginOutputError" in error_txt
     parent = next(r for r in runs if r.data.tags.get("seqlab.kind") == "compare")
     assert parent.info.status == "FAILED"
-    assert client.list_artifacts(parent.info.run_id, "") != []  # partial leaderboard kept
+    csv = mlflow.artifacts.load_text(f"{parent.info.artifact_uri}/leaderboard.csv")
+    assert "lstm" in csv and "kn3" in csv and "mle5" in csv and "failed" in csv
+
+
+def test_stateful_lstm_trains_by_bptt_and_scores_with_carried_state(
+    prefect_server: str, tracking_uri: str
+) -> None:
+    from flows.compare import compare_flow
+
+    stateful = {**TINY_LSTM, "name": "lstm-stateful", "train": {"bptt": "stateful"}}
+    config = _config(tracking_uri, [TINY_LSTM, stateful])
+    result = compare_flow(config)
+    assert not result.failures
+    scoring = result.leaderboard.set_index("model")["scoring"].to_dict()
+    assert scoring == {"lstm": "windows", "lstm-stateful": "carried state"}
+    client = MlflowClient(tracking_uri)
+    run = client.get_run(next(r.run_id for r in result.results if r.label == "lstm-stateful"))
+    assert run.data.tags["seqlab.scoring"] == "carried state"
+    assert run.data.params["train.bptt"] == "stateful"
+    # per-epoch val_bpc is computed exactly like the final one (logged at step 0)
+    by_step = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val_bpc")}
+    assert sorted(by_step) == [0, 1, 2]
+    assert by_step[2] == pytest.approx(by_step[0], rel=1e-12)
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")} == {
+        "checkpoints/last.pt"
+    }

@@ -1,8 +1,10 @@
 """A plugin in another distribution, installed with pip, works like a built-in.
 
-``tests/fixtures/seqlab-toyplugin`` (a GRU, entry point ``gru-toy``) and
-``tests/fixtures/seqlab-brokenplugin`` (an entry point that points nowhere) are real
-distributions with their own pyproject.toml. They are pip-installed *offline* into a
+``tests/fixtures/seqlab-toyplugin`` (a GRU, entry point ``gru-toy``),
+``tests/fixtures/seqlab-brokenplugin`` (an entry point that points nowhere) and
+``tests/fixtures/seqlab-hostileplugins`` (a liar whose rows sum to 2, a convolution that
+peeks at t+1, a plugin that raises in fit) are real distributions with their own
+pyproject.toml. They are pip-installed *offline* into a
 private ``--target`` directory put on PYTHONPATH for the ``seqlab`` subprocesses, never
 into the shared virtualenv: other people's test runs in the same checkout never see
 them, and a killed test run leaves nothing installed behind (a ``pip install -e`` into
@@ -76,7 +78,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
     # build from copies, so no build/ or *.egg-info lands in the checkout, and two
     # test runs at once never build in the same directory
     sources = []
-    for name in ("seqlab-toyplugin", "seqlab-brokenplugin"):
+    for name in ("seqlab-toyplugin", "seqlab-brokenplugin", "seqlab-hostileplugins"):
         dest = root / name
         shutil.copytree(FIXTURES / name, dest, ignore=shutil.ignore_patterns("build", "*.egg-info"))
         sources.append(dest)
@@ -172,3 +174,60 @@ def test_toy_runs_beside_the_builtins(
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert TOY in proc.stdout
     assert "ngram" in proc.stdout and "lstm" in proc.stdout
+
+
+def test_the_peeker_is_caught_by_the_causality_rule(installed: Installed) -> None:
+    proc = installed.seqlab("check-plugin", "peeker")
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "causal" in proc.stdout
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_liar_and_a_crasher_fail_only_their_own_runs(
+    installed: Installed, prefect_server: str, tmp_path: Path
+) -> None:
+    from mlflow import MlflowClient
+    from mlflow.artifacts import load_text
+
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    env = dict(installed.env, PREFECT_API_URL=prefect_server)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "seqlab",
+            "run",
+            "--data",
+            "synthetic:markov?length=3000",
+            "--models",
+            "ngram,liar,crasher",
+            "--tracking-uri",
+            uri,
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "UnfinishedRun" not in proc.stderr
+    lines = sorted(ln for ln in proc.stderr.splitlines() if ln.strip())
+    assert len(lines) == 2, proc.stderr
+    assert lines[0].startswith("error: model crasher failed: RuntimeError: crasher:")
+    assert lines[1].startswith("error: model liar failed: ") and "sums to 2" in lines[1]
+    assert "ngram" in proc.stdout  # the finished model is on the console leaderboard
+
+    client = MlflowClient(uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    by_name = {r.info.run_name: r for r in runs}
+    assert by_name["ngram"].info.status == "FINISHED"
+    for name in ("liar", "crasher"):
+        run = by_name[name]
+        assert run.info.status == "FAILED"
+        assert "Traceback" in load_text(f"{run.info.artifact_uri}/error.txt")
+    parent = next(r for r in runs if r.data.tags.get("seqlab.kind") == "compare")
+    board = load_text(f"{parent.info.artifact_uri}/leaderboard.csv").splitlines()
+    assert board[1].startswith("ngram,ngram,finished,")
+    assert {row.split(",")[0] for row in board[2:]} == {"liar", "crasher"}
+    assert all(",failed," in row for row in board[2:])

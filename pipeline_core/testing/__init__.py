@@ -12,17 +12,28 @@ A plugin author runs it three ways::
     @parametrize_with_checks(["my-model"])        # one pytest item per rule
     def test_conformance(plugin, check):
         check(plugin)
+
+Besides names and classes, both take configured instances
+(``NGramModel(5, {"smoothing": "mle"})``), ``(class, params)`` pairs and
+:class:`KitCase` objects (params plus trainer overrides, e.g. ``bptt: stateful``), and an
+``expected_failed_checks={check: reason}`` dict (or a callable of the KitCase) for
+declared deviations: ``xfail(strict=True)`` in pytest, ``xfail`` / ``xpass`` results in
+``check_plugin``.
 """
 
 from pipeline_core.testing.checks import (
     Check,
     CheckFailure,
     CheckSkipped,
+    KitCase,
+    PluginSpec,
     all_checks,
+    as_case,
     clear_cache,
 )
 from pipeline_core.testing.runner import (
     CheckResult,
+    ExpectedFailedChecks,
     check_plugin,
     parametrize_with_checks,
     run_check,
@@ -33,7 +44,11 @@ __all__ = [
     "CheckFailure",
     "CheckResult",
     "CheckSkipped",
+    "ExpectedFailedChecks",
+    "KitCase",
+    "PluginSpec",
     "all_checks",
+    "as_case",
     "check_plugin",
     "clear_cache",
     "parametrize_with_checks",

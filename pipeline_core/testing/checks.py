@@ -1,33 +1,39 @@
 """The conformance checks: one named function per rule of the plugin contract.
 
-Each ``check_<rule>(plugin_cls, name)`` returns None when ``plugin_cls`` obeys the rule
-and raises :class:`CheckFailure` (an ``AssertionError``) whose message states the rule
-and what was observed, so a plugin author knows what to fix without reading this file.
-Anything else the plugin raises inside a check is turned into such a failure too.
+Each ``check_<rule>(plugin, name)`` returns None when the plugin obeys the rule and raises
+:class:`CheckFailure` (an ``AssertionError``) whose message states the rule and what was
+observed, so a plugin author knows what to fix without reading this file. Anything else
+the plugin raises inside a check is turned into such a failure too; a rule that does not
+apply to the plugin raises :class:`CheckSkipped`.
 
-The checks run on tiny data (a periodic sequence over a vocabulary of 5) with the
-plugin's ``test_params`` and a small :data:`TrainConfig`, so the whole kit takes seconds
-per plugin. One fitted model per plugin class is cached and shared by the checks that
-only read it; checks that fit (determinism, epoch records) fit their own.
+``plugin`` is a :class:`KitCase` (a plugin class, the config params and the trainer
+overrides the kit uses) or anything :func:`as_case` turns into one: a class (its
+``test_params``), a configured instance, or a ``(class, params)`` pair.
+
+The checks run on tiny data (a periodic sequence over a vocabulary of 5) with the case's
+params and a small :data:`TrainConfig`, so the whole kit takes seconds per plugin. One
+fitted model per case is cached and shared by the checks that only read it; checks that
+fit (determinism, epoch records, stateful training) fit their own.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import json
 import math
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from pipeline_core.config import TrainConfig
+from pipeline_core.config import TrainConfig, validate_model
 from pipeline_core.contract import (
     TASK_KINDS,
     EpochRecord,
@@ -38,6 +44,7 @@ from pipeline_core.contract import (
     TorchSequenceModel,
 )
 from pipeline_core.errors import ConfigError, DataError, PluginError, SeqlabError
+from pipeline_core.tasks import get_task, known_tasks
 from pipeline_core.training import Callback, fit_model
 
 # ---- the kit's tiny world ---------------------------------------------------------------
@@ -60,16 +67,30 @@ VAL_IDS = periodic(60, offset=240)
 TEST_IDS = periodic(60, offset=300)
 
 
-def kit_train_config(epochs: int = 4, seed: int = SEED) -> TrainConfig:
-    """Few, quick epochs on one thread; enough for a working model to learn PATTERN."""
-    return TrainConfig(
-        epochs=epochs,
-        batch_size=16,
-        lr=1e-2,
-        seed=seed,
-        progress=False,
-        num_threads=1,
-    )
+#: Streams the kit cuts its 240 training tokens into under ``bptt: stateful`` (2 streams
+#: of 119 tokens: 15 batches of CONTEXT_LEN per epoch, as many steps as windows give).
+STATEFUL_BATCH_SIZE = 2
+
+
+def kit_train_config(
+    epochs: int = 4, seed: int = SEED, overrides: Mapping[str, Any] | None = None
+) -> TrainConfig:
+    """Few, quick epochs on one thread; enough for a working model to learn PATTERN.
+
+    ``overrides`` (a :class:`KitCase`'s ``train``) replace these settings; under
+    ``bptt: stateful`` the batch size defaults to :data:`STATEFUL_BATCH_SIZE` streams."""
+    values: dict[str, Any] = {
+        "epochs": epochs,
+        "batch_size": 16,
+        "lr": 1e-2,
+        "seed": seed,
+        "progress": False,
+        "num_threads": 1,
+    }
+    extra = dict(overrides or {})
+    if extra.get("bptt") == "stateful" and "batch_size" not in extra:
+        values["batch_size"] = STATEFUL_BATCH_SIZE
+    return validate_model(TrainConfig, {**values, **extra}, where="train")
 
 
 def kit_fit_data(val: bool = True) -> FitData:
@@ -114,7 +135,150 @@ class CheckSkipped(Exception):
     """The rule does not apply to this plugin (e.g. a fill-blank rule for a next-token one)."""
 
 
-CheckFn = Callable[[type[Any], str | None], None]
+# ---- what the kit checks: a plugin class under one configuration --------------------------
+_NAMES: dict[type[Any], str] = {}
+
+
+def registered_name(plugin_cls: type[Any]) -> str:
+    """The entry-point name ``plugin_cls`` is registered under, else its class name."""
+    from pipeline_core.registry import discover
+
+    if plugin_cls not in _NAMES:
+        value = f"{plugin_cls.__module__}:{plugin_cls.__qualname__}"
+        names = [info.name for info in discover() if info.value == value and info.ok]
+        _NAMES[plugin_cls] = names[0] if names else str(plugin_cls.__name__)
+    return _NAMES[plugin_cls]
+
+
+def _fmt(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+@dataclass(frozen=True)
+class KitCase:
+    """One plugin configuration for the kit, like a configured estimator for scikit-learn's.
+
+    * ``plugin``: the plugin class;
+    * ``params``: the config the kit builds its fresh models with (``None``: the class's
+      ``test_params``); the kit always uses its own ``vocab_size`` of 5;
+    * ``train``: :class:`TrainConfig` fields that replace the kit's in every fit of a
+      neural plugin (e.g. ``{"bptt": "stateful"}``; count-based plugins never see them);
+    * ``name``: the label (default: the registered entry-point name, else the class name).
+
+    Its :attr:`label` names the test ids: ``ngram[smoothing=witten_bell]``,
+    ``lstm[train.bptt=stateful]``, ``ngram[defaults]`` for explicit empty params.
+    """
+
+    plugin: type[Any]
+    params: Mapping[str, Any] | None = None
+    train: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.plugin, type):
+            raise TypeError(f"KitCase.plugin must be a plugin class, got {self.plugin!r}")
+        if self.params is not None:
+            object.__setattr__(self, "params", dict(self.params))
+        object.__setattr__(self, "train", dict(self.train))
+        kit_train_config(overrides=self.train)  # a typo in train is the author's: fail now
+
+    @classmethod
+    def from_model(cls, model: SequenceModel, name: str | None = None) -> KitCase:
+        """The case of a configured instance: its class and the config fields it sets
+        away from their defaults (its vocab_size is ignored)."""
+        params = model.config.model_dump(mode="json", exclude_defaults=True)
+        return cls(type(model), params, name=name)
+
+    @property
+    def model_params(self) -> Mapping[str, Any]:
+        """The config the kit builds models with."""
+        if self.params is not None:
+            return self.params
+        return dict(getattr(self.plugin, "test_params", {}) or {})
+
+    @property
+    def config(self) -> PluginConfig:
+        """``model_params`` validated by the plugin (raises ConfigError if invalid)."""
+        config: PluginConfig = self.plugin.make_config(self.model_params)
+        return config
+
+    @property
+    def label(self) -> str:
+        base = self.name or registered_name(self.plugin)
+        parts = [f"{k}={_fmt(v)}" for k, v in (self.params or {}).items()]
+        parts += [f"train.{k}={_fmt(v)}" for k, v in self.train.items()]
+        if self.params is not None and not self.params:
+            parts.insert(0, "defaults")
+        return f"{base}[{','.join(parts)}]" if parts else base
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        """What identifies the case for the fitted-model cache."""
+        params = (
+            None if self.params is None else json.dumps(self.params, sort_keys=True, default=repr)
+        )
+        return (self.plugin, params, json.dumps(self.train, sort_keys=True, default=repr))
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def train_config(self, epochs: int = 4, seed: int = SEED, **forced: Any) -> TrainConfig:
+        """The kit's TrainConfig with this case's overrides (``forced`` wins over both)."""
+        return kit_train_config(epochs, seed, {**self.train, **forced})
+
+
+#: What the kit accepts as a plugin: a KitCase, a class, a configured instance, a
+#: ``(class, params)`` pair, or a ``(name, class | instance | KitCase)`` pair.
+PluginSpec = KitCase | type | SequenceModel | tuple[Any, Any]
+
+
+def as_case(plugin: Any) -> KitCase:
+    """Turn any :data:`PluginSpec` into a :class:`KitCase` (TypeError for anything else)."""
+    if isinstance(plugin, KitCase):
+        return plugin
+    if isinstance(plugin, type):
+        return KitCase(plugin)
+    if isinstance(plugin, SequenceModel):
+        return KitCase.from_model(plugin)
+    if isinstance(plugin, tuple) and len(plugin) == 2:
+        first, second = plugin
+        if isinstance(first, str):
+            case = as_case(second)
+            return KitCase(case.plugin, case.params, case.train, first)
+        if isinstance(first, type) and isinstance(second, Mapping):
+            return KitCase(first, dict(second))
+    raise TypeError(
+        "a plugin for the kit is a class, a configured instance, a (class, params) pair, "
+        f"a (name, class) pair or a KitCase; got {plugin!r}"
+    )
+
+
+Requirement = Literal["neural", "stateful"]
+_REQUIREMENTS: dict[str, tuple[Callable[[type[Any]], bool], str]] = {
+    "neural": (
+        lambda cls: issubclass(cls, TorchSequenceModel),
+        "the rule concerns neural plugins (TorchSequenceModel); this one is count-based",
+    ),
+    "stateful": (
+        lambda cls: issubclass(cls, TorchSequenceModel) and bool(cls.stateful),
+        "the rule concerns stateful plugins (stateful = True); this one carries no state",
+    ),
+}
+
+
+def not_applicable(plugin: Any, task_kind: str | None, requires: Requirement | None) -> str | None:
+    """Why a rule with this task kind and requirement does not apply (None: it does)."""
+    cls = as_case(plugin).plugin
+    if task_kind is not None and task_kind not in getattr(cls, "task_kinds", ()):
+        return f"the plugin does not declare the {task_kind} task"
+    if requires is not None:
+        holds, reason = _REQUIREMENTS[requires]
+        if not holds(cls):
+            return reason
+    return None
+
+
+CheckFn = Callable[[Any, str | None], None]
 
 
 @dataclass(frozen=True)
@@ -125,13 +289,18 @@ class Check:
     rule: str
     fn: CheckFn
     task_kind: str | None = None  # the rule applies only to plugins declaring this task
+    requires: Requirement | None = None  # ... and only to neural / stateful plugins
 
-    def __call__(self, plugin_cls: type[Any], name: str | None = None) -> None:
-        self.fn(plugin_cls, name)
+    def __call__(self, plugin: Any, name: str | None = None) -> None:
+        """Check ``plugin`` (any :data:`PluginSpec`); raise CheckFailure or CheckSkipped."""
+        self.fn(plugin, name)
 
-    def applies_to(self, plugin_cls: type[Any]) -> bool:
-        kinds = getattr(plugin_cls, "task_kinds", ())
-        return self.task_kind is None or self.task_kind in kinds
+    def not_applicable(self, plugin: Any) -> str | None:
+        """Why the rule does not apply to ``plugin`` (None when it does)."""
+        return not_applicable(plugin, self.task_kind, self.requires)
+
+    def applies_to(self, plugin: Any) -> bool:
+        return self.not_applicable(plugin) is None
 
 
 class _Rule:
@@ -164,18 +333,22 @@ def _describe(err: BaseException, named: bool = True) -> str:
 
 
 def rule(
-    text: str, task_kind: str | None = None
-) -> Callable[[Callable[[type[Any], _Rule], None]], CheckFn]:
-    """Make ``fn(plugin_cls, r)`` a check whose stray exceptions become rule failures;
-    with ``task_kind``, the rule concerns only plugins that declare that task."""
+    text: str, task_kind: str | None = None, requires: Requirement | None = None
+) -> Callable[[Callable[[KitCase, _Rule], None]], CheckFn]:
+    """Make ``fn(case, r)`` a check whose stray exceptions become rule failures; with
+    ``task_kind`` / ``requires``, the rule concerns only plugins that declare that task /
+    that are neural or stateful (for the others the check raises CheckSkipped)."""
 
-    def wrap(fn: Callable[[type[Any], _Rule], None]) -> CheckFn:
+    def wrap(fn: Callable[[KitCase, _Rule], None]) -> CheckFn:
         @functools.wraps(fn)
-        def check(plugin_cls: type[Any], name: str | None = None) -> None:
-            label = name or str(getattr(plugin_cls, "__name__", repr(plugin_cls)))
-            r = _Rule(label, text)
+        def check(plugin: Any, name: str | None = None) -> None:
+            case = as_case(plugin)
+            r = _Rule(name or case.label, text)
+            reason = not_applicable(case, task_kind, requires)
+            if reason is not None:
+                raise CheckSkipped(reason)
             try:
-                fn(plugin_cls, r)
+                fn(case, r)
             except (CheckFailure, CheckSkipped):
                 raise
             except Exception as err:  # the plugin's own bug: report it against the rule
@@ -183,6 +356,7 @@ def rule(
 
         check.rule = text  # type: ignore[attr-defined]
         check.task_kind = task_kind  # type: ignore[attr-defined]
+        check.requires = requires  # type: ignore[attr-defined]
         return check
 
     return wrap
@@ -193,26 +367,28 @@ def _is_neural(plugin_cls: type[Any]) -> bool:
     return issubclass(plugin_cls, TorchSequenceModel)
 
 
-def _new(plugin_cls: type[Any], seed: int = SEED) -> SequenceModel:
-    model: SequenceModel = plugin_cls.create(VOCAB_SIZE, plugin_cls.test_params, seed=seed)
+def _new(case: KitCase, seed: int = SEED) -> SequenceModel:
+    model: SequenceModel = case.plugin.create(VOCAB_SIZE, case.model_params, seed=seed)
     return model
 
 
-_FITTED: dict[type[Any], SequenceModel] = {}
+_FITTED: dict[tuple[Any, ...], SequenceModel] = {}
+_CACHE_SIZE = 32
 
 
-def fitted_model(plugin_cls: type[Any], r: _Rule) -> SequenceModel:
-    """The plugin fitted on the kit's data (cached per class; callers must not mutate it)."""
-    model = _FITTED.get(plugin_cls)
+def fitted_model(plugin: Any, r: _Rule) -> SequenceModel:
+    """The case fitted on the kit's data (cached per case; callers must not mutate it)."""
+    case = as_case(plugin)
+    model = _FITTED.get(case.key)
     if model is None:
-        model = _new(plugin_cls)
+        model = _new(case)
         try:
-            fit_model(model, kit_fit_data(), kit_train_config())
+            fit_model(model, kit_fit_data(), case.train_config())
         except Exception as err:
             raise r.fail(f"fit on the kit's periodic data failed first: {_describe(err)}") from err
-        if len(_FITTED) >= 16:
+        if len(_FITTED) >= _CACHE_SIZE:
             _FITTED.pop(next(iter(_FITTED)))
-        _FITTED[plugin_cls] = model
+        _FITTED[case.key] = model
     return model
 
 
@@ -270,6 +446,16 @@ def _valid_rows(lp: Any, batch: int, r: _Rule, what: str, values: bool = True) -
     return lp
 
 
+def _max_gap(a: np.ndarray, b: np.ndarray) -> float:
+    """Largest absolute difference; equal entries (infinities included) count as 0."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    same = a == b
+    with np.errstate(invalid="ignore"):
+        gap = np.where(same, 0.0, np.abs(a - b))
+    gap = np.where(np.isnan(gap), np.inf, gap)
+    return float(gap.max()) if gap.size else 0.0
+
+
 def _states_equal(a: dict[str, Any], b: dict[str, Any]) -> str | None:
     """None when equal, else the first difference in words."""
     if set(a) != set(b):
@@ -296,7 +482,8 @@ def one_thread() -> Iterator[None]:
 
 # ---- the rules --------------------------------------------------------------------------
 @rule("a plugin is a concrete SequenceModel subclass with a PluginConfig config_class")
-def check_class_contract(plugin_cls: type[Any], r: _Rule) -> None:
+def check_class_contract(case: KitCase, r: _Rule) -> None:
+    plugin_cls = case.plugin
     from pipeline_core.registry import PluginInfo, check_plugin_class
 
     info = PluginInfo(r.name, getattr(plugin_cls, "__qualname__", "?"), "<kit>", "?")
@@ -307,7 +494,8 @@ def check_class_contract(plugin_cls: type[Any], r: _Rule) -> None:
 
 
 @rule("config_class() builds with every field defaulted, and the config round-trips as JSON")
-def check_config_defaults(plugin_cls: type[Any], r: _Rule) -> None:
+def check_config_defaults(case: KitCase, r: _Rule) -> None:
+    plugin_cls = case.plugin
     cfg_cls = plugin_cls.config_class
     r.ensure(
         isinstance(cfg_cls, type) and issubclass(cfg_cls, PluginConfig),
@@ -333,7 +521,8 @@ def check_config_defaults(plugin_cls: type[Any], r: _Rule) -> None:
 
 
 @rule("test_params is a dict of config fields that validates, for a fast but real fit")
-def check_test_params(plugin_cls: type[Any], r: _Rule) -> None:
+def check_test_params(case: KitCase, r: _Rule) -> None:
+    plugin_cls = case.plugin
     params = plugin_cls.test_params
     r.ensure(isinstance(params, dict), f"test_params is a {type(params).__name__}")
     unknown = sorted(set(params) - set(plugin_cls.config_class.model_fields))
@@ -345,7 +534,8 @@ def check_test_params(plugin_cls: type[Any], r: _Rule) -> None:
 
 
 @rule("an unknown config key raises ConfigError naming the key")
-def check_config_rejects_unknown_key(plugin_cls: type[Any], r: _Rule) -> None:
+def check_config_rejects_unknown_key(case: KitCase, r: _Rule) -> None:
+    plugin_cls = case.plugin
     key = "no_such_option_xyz"
     for where, call in (
         ("make_config", lambda: plugin_cls.make_config({key: 1})),
@@ -378,7 +568,8 @@ _NO_BAD_VALUE = object()
 
 
 @rule("an invalid config value raises ConfigError naming the field")
-def check_config_rejects_invalid_value(plugin_cls: type[Any], r: _Rule) -> None:
+def check_config_rejects_invalid_value(case: KitCase, r: _Rule) -> None:
+    plugin_cls = case.plugin
     cfg_cls = plugin_cls.config_class
     tested = 0
     for field in cfg_cls.model_fields:
@@ -408,10 +599,11 @@ def check_config_rejects_invalid_value(plugin_cls: type[Any], r: _Rule) -> None:
 
 
 @rule("vocab_size must be a positive integer: anything else raises ConfigError naming it")
-def check_vocab_size_validated(plugin_cls: type[Any], r: _Rule) -> None:
+def check_vocab_size_validated(case: KitCase, r: _Rule) -> None:
+    plugin_cls = case.plugin
     for bad in (0, -3, 2.5, True, "5"):
         try:
-            plugin_cls(bad, plugin_cls.test_params)
+            plugin_cls(bad, case.model_params)
         except ConfigError as err:
             r.ensure("vocab_size" in str(err), f"vocab_size={bad!r}: ConfigError says {err}")
         except Exception as err:
@@ -421,7 +613,8 @@ def check_vocab_size_validated(plugin_cls: type[Any], r: _Rule) -> None:
 
 
 @rule(f"task_kinds is a non-empty set drawn from {', '.join(TASK_KINDS)}")
-def check_task_kinds(plugin_cls: type[Any], r: _Rule) -> None:
+def check_task_kinds(case: KitCase, r: _Rule) -> None:
+    plugin_cls = case.plugin
     kinds = plugin_cls.task_kinds
     r.ensure(isinstance(kinds, set | frozenset), f"task_kinds is a {type(kinds).__name__}")
     r.ensure(bool(kinds), "task_kinds is empty")
@@ -436,14 +629,15 @@ def check_task_kinds(plugin_cls: type[Any], r: _Rule) -> None:
 
 
 @rule("construction takes only (vocab_size, config=None) and init_args() rebuilds the model")
-def check_construction(plugin_cls: type[Any], r: _Rule) -> None:
+def check_construction(case: KitCase, r: _Rule) -> None:
+    plugin_cls = case.plugin
     params = list(inspect.signature(plugin_cls).parameters.values())
     names = [p.name for p in params]
     r.ensure(names == ["vocab_size", "config"], f"the constructor's parameters are {names}")
     r.ensure(params[1].default is None, f"config defaults to {params[1].default!r}, not None")
     model = plugin_cls(VOCAB_SIZE)
     r.ensure(model.vocab_size == VOCAB_SIZE, f"vocab_size became {model.vocab_size!r}")
-    model = plugin_cls(VOCAB_SIZE, plugin_cls.test_params)
+    model = plugin_cls(VOCAB_SIZE, case.model_params)
     args = model.init_args()
     r.ensure(
         isinstance(args, dict) and set(args) == {"vocab_size", "config"},
@@ -460,11 +654,12 @@ def check_construction(plugin_cls: type[Any], r: _Rule) -> None:
 
 
 @rule(
-    "construction holds no data-dependent state: not fitted, and two create(V, test_params, "
+    "construction holds no data-dependent state: not fitted, and two create(V, params, "
     "seed=s) give identical get_state() (count-based: empty, or NotFittedError)"
 )
-def check_no_state_before_fit(plugin_cls: type[Any], r: _Rule) -> None:
-    a, b = _new(plugin_cls, seed=7), _new(plugin_cls, seed=7)
+def check_no_state_before_fit(case: KitCase, r: _Rule) -> None:
+    plugin_cls = case.plugin
+    a, b = _new(case, seed=7), _new(case, seed=7)
     r.ensure(a.is_fitted is False, f"is_fitted is {a.is_fitted!r} right after construction")
     try:
         state_a = a.get_state()
@@ -487,8 +682,9 @@ def check_no_state_before_fit(plugin_cls: type[Any], r: _Rule) -> None:
     "before fit, log_proba raises NotFittedError (count-based plugins) or returns valid "
     "(B, V) log-probabilities (neural plugins, whose untrained weights are a model)"
 )
-def check_unfitted_log_proba(plugin_cls: type[Any], r: _Rule) -> None:
-    model = _new(plugin_cls)
+def check_unfitted_log_proba(case: KitCase, r: _Rule) -> None:
+    plugin_cls = case.plugin
+    model = _new(case)
     contexts = probe_contexts(2, CONTEXT_LEN)
     if _is_neural(plugin_cls):
         _valid_rows(_log_proba(model, contexts, r, "an unfitted model"), 2, r, "an unfitted model")
@@ -506,13 +702,13 @@ def check_unfitted_log_proba(plugin_cls: type[Any], r: _Rule) -> None:
     "fit returns a non-empty list of EpochRecord (one per epoch for neural plugins), numbered "
     "from 1, passes each to on_epoch, works with val=None, and leaves is_fitted True"
 )
-def check_fit_returns_epoch_records(plugin_cls: type[Any], r: _Rule) -> None:
-    model = _new(plugin_cls)
+def check_fit_returns_epoch_records(case: KitCase, r: _Rule) -> None:
+    plugin_cls = case.plugin
+    model = _new(case)
     seen: list[EpochRecord] = []
-    epochs = 2
-    history = fit_model(
-        model, kit_fit_data(val=False), kit_train_config(epochs=epochs), callbacks=[_Recorder(seen)]
-    )
+    settings = case.train_config(epochs=2)
+    epochs = settings.epochs  # a case's train overrides may set another number
+    history = fit_model(model, kit_fit_data(val=False), settings, callbacks=[_Recorder(seen)])
     r.ensure(isinstance(history, list), f"fit returned a {type(history).__name__}")
     r.ensure(bool(history), "fit returned an empty list")
     kinds = {type(h).__name__ for h in history if not isinstance(h, EpochRecord)}
@@ -529,8 +725,8 @@ def check_fit_returns_epoch_records(plugin_cls: type[Any], r: _Rule) -> None:
 
 
 @rule("log_proba returns a float64 numpy array of shape (batch, vocab_size)")
-def check_log_proba_shape(plugin_cls: type[Any], r: _Rule) -> None:
-    model = fitted_model(plugin_cls, r)
+def check_log_proba_shape(case: KitCase, r: _Rule) -> None:
+    model = fitted_model(case, r)
     contexts = probe_contexts(3, CONTEXT_LEN)
     _valid_rows(_log_proba(model, contexts, r, "3 contexts"), 3, r, "3 contexts", values=False)
 
@@ -539,8 +735,8 @@ def check_log_proba_shape(plugin_cls: type[Any], r: _Rule) -> None:
     f"rows of exp(log_proba) sum to 1 within {NORM_TOL:g} and every value is finite "
     "(smoothed: every id, <unk> and unseen ones included, has p > 0)"
 )
-def check_log_proba_normalised(plugin_cls: type[Any], r: _Rule) -> None:
-    model = fitted_model(plugin_cls, r)
+def check_log_proba_normalised(case: KitCase, r: _Rule) -> None:
+    model = fitted_model(case, r)
     seen = np.lib.stride_tricks.sliding_window_view(TEST_IDS, CONTEXT_LEN)[:6]
     for what, contexts in (
         ("contexts seen in training", np.ascontiguousarray(seen, dtype=np.int64)),
@@ -551,15 +747,15 @@ def check_log_proba_normalised(plugin_cls: type[Any], r: _Rule) -> None:
 
 
 @rule("a batch of one context works and gives the same row as inside a larger batch")
-def check_batch_of_one(plugin_cls: type[Any], r: _Rule) -> None:
-    model = fitted_model(plugin_cls, r)
+def check_batch_of_one(case: KitCase, r: _Rule) -> None:
+    model = fitted_model(case, r)
     contexts = probe_contexts(4, CONTEXT_LEN, seed=2)
     together = _valid_rows(_log_proba(model, contexts, r, "4 contexts"), 4, r, "4 contexts")
     for i in range(len(contexts)):
         alone = _valid_rows(
             _log_proba(model, contexts[i : i + 1], r, "a batch of one"), 1, r, "a batch of one"
         )
-        gap = float(np.abs(alone[0] - together[i]).max())
+        gap = _max_gap(alone[0], together[i])
         r.ensure(gap <= BATCH_TOL, f"context {i}: alone vs in a batch of 4 differ by {gap:.3g}")
 
 
@@ -567,8 +763,8 @@ def check_batch_of_one(plugin_cls: type[Any], r: _Rule) -> None:
     f"contexts shorter than the training window (T=1 and T=3 after context_len {CONTEXT_LEN}) "
     "give valid rows"
 )
-def check_short_context(plugin_cls: type[Any], r: _Rule) -> None:
-    model = fitted_model(plugin_cls, r)
+def check_short_context(case: KitCase, r: _Rule) -> None:
+    model = fitted_model(case, r)
     for length in (1, 3):
         what = f"contexts of length {length}"
         _valid_rows(_log_proba(model, probe_contexts(3, length), r, what), 3, r, what)
@@ -578,8 +774,8 @@ def check_short_context(plugin_cls: type[Any], r: _Rule) -> None:
     f"contexts longer than the training window (T={3 * CONTEXT_LEN} after context_len "
     f"{CONTEXT_LEN}) give valid rows"
 )
-def check_long_context(plugin_cls: type[Any], r: _Rule) -> None:
-    model = fitted_model(plugin_cls, r)
+def check_long_context(case: KitCase, r: _Rule) -> None:
+    model = fitted_model(case, r)
     what = f"contexts of length {3 * CONTEXT_LEN}"
     _valid_rows(_log_proba(model, probe_contexts(3, 3 * CONTEXT_LEN), r, what), 3, r, what)
 
@@ -588,8 +784,8 @@ def check_long_context(plugin_cls: type[Any], r: _Rule) -> None:
     "log_proba rejects ids outside [0, vocab_size), non-2-D arrays and non-integer dtypes "
     "with a SeqlabError (DataError), not IndexError or a silent answer"
 )
-def check_rejects_bad_input(plugin_cls: type[Any], r: _Rule) -> None:
-    model = fitted_model(plugin_cls, r)
+def check_rejects_bad_input(case: KitCase, r: _Rule) -> None:
+    model = fitted_model(case, r)
     good = probe_contexts(2, CONTEXT_LEN)
     last, early, negative = good.copy(), good.copy(), good.copy()
     last[0, -1] = VOCAB_SIZE
@@ -614,15 +810,15 @@ def check_rejects_bad_input(plugin_cls: type[Any], r: _Rule) -> None:
 
 
 @rule("log_proba is pure: asking twice gives identical rows and leaves get_state() unchanged")
-def check_inference_is_pure(plugin_cls: type[Any], r: _Rule) -> None:
-    model = fitted_model(plugin_cls, r)
+def check_inference_is_pure(case: KitCase, r: _Rule) -> None:
+    model = fitted_model(case, r)
     before = model.get_state()
     contexts = probe_contexts(4, CONTEXT_LEN, seed=3)
     first = _log_proba(model, contexts, r, "4 contexts")
     second = _log_proba(model, contexts, r, "the same 4 contexts again")
     r.ensure(
         np.array_equal(first, second),
-        f"max difference {float(np.abs(first - second).max()):.3g} (dropout left on?)",
+        f"max difference {_max_gap(first, second):.3g} (dropout left on?)",
     )
     diff = _states_equal(before, model.get_state())
     r.ensure(diff is None, f"after log_proba: {diff}")
@@ -632,23 +828,25 @@ def check_inference_is_pure(plugin_cls: type[Any], r: _Rule) -> None:
     "fitting twice under the same seed (create(..., seed=s), TrainConfig(seed=s)) gives "
     "identical log_proba"
 )
-def check_deterministic_fit(plugin_cls: type[Any], r: _Rule) -> None:
+def check_deterministic_fit(case: KitCase, r: _Rule) -> None:
     contexts = probe_contexts(4, CONTEXT_LEN, seed=4)
+    settings = case.train_config(epochs=1, seed=11)
     outputs = []
     for _ in range(2):
-        model = _new(plugin_cls, seed=11)
-        fit_model(model, kit_fit_data(), kit_train_config(epochs=1, seed=11))
+        model = _new(case, seed=settings.seed)
+        fit_model(model, kit_fit_data(), settings)
         outputs.append(_log_proba(model, contexts, r, "4 contexts"))
-    gap = float(np.abs(outputs[0] - outputs[1]).max())
-    r.ensure(gap <= 1e-9, f"two fits under seed 11 differ by up to {gap:.3g}")
+    gap = _max_gap(outputs[0], outputs[1])
+    r.ensure(gap <= 1e-9, f"two fits under seed {settings.seed} differ by up to {gap:.3g}")
 
 
 @rule(
     "save() then load() with the same vocabulary restores a fitted model with identical "
     "init_args and log_proba; loading with another vocabulary raises DataError"
 )
-def check_save_load_roundtrip(plugin_cls: type[Any], r: _Rule) -> None:
-    model = fitted_model(plugin_cls, r)
+def check_save_load_roundtrip(case: KitCase, r: _Rule) -> None:
+    plugin_cls = case.plugin
+    model = fitted_model(case, r)
     state = model.get_state()
     non_tensors = sorted(k for k, v in state.items() if not isinstance(v, torch.Tensor))
     r.ensure(
@@ -673,7 +871,7 @@ def check_save_load_roundtrip(plugin_cls: type[Any], r: _Rule) -> None:
             f"init_args {loaded.init_args()!r} != {model.init_args()!r}",
         )
         got = _log_proba(loaded, contexts, r, "4 contexts after load")
-        gap = float(np.abs(got - expected).max())
+        gap = _max_gap(got, expected)
         r.ensure(gap == 0.0, f"log_proba after load differs by up to {gap:.3g}")
         other = ["<unk>", "a", "b", "x", "d"]
         try:
@@ -691,17 +889,21 @@ def check_save_load_roundtrip(plugin_cls: type[Any], r: _Rule) -> None:
     f"below 0.5*ln(V) = {0.5 * math.log(VOCAB_SIZE):.3f} and acc@1 >= 0.95",
     task_kind="next-token",
 )
-def check_learns_periodic_sequence(plugin_cls: type[Any], r: _Rule) -> None:
+def check_learns_periodic_sequence(case: KitCase, r: _Rule) -> None:
+    _ensure_learnt(fitted_model(case, r), r)
+
+
+def _ensure_learnt(model: SequenceModel, r: _Rule, what: str = "") -> None:
+    """The learning threshold, on windows of TEST_IDS scored through log_proba."""
     from pipeline_core.metrics import score_targets
 
-    model = fitted_model(plugin_cls, r)
     windows = np.lib.stride_tricks.sliding_window_view(TEST_IDS, CONTEXT_LEN + 1)
     contexts = np.ascontiguousarray(windows[:, :-1], dtype=np.int64)
     scores = score_targets(model, contexts, windows[:, -1])
     nll, acc = float(-scores.logp.mean()), float(scores.top1.mean())
     r.ensure(
         nll < 0.5 * math.log(VOCAB_SIZE) and acc >= 0.95,
-        f"held-out nll {nll:.3f} nats (uniform: {math.log(VOCAB_SIZE):.3f}), acc@1 {acc:.2f}",
+        f"{what}held-out nll {nll:.3f} nats (uniform: {math.log(VOCAB_SIZE):.3f}), acc@1 {acc:.2f}",
     )
 
 
@@ -709,8 +911,8 @@ def check_learns_periodic_sequence(plugin_cls: type[Any], r: _Rule) -> None:
     "fill-blank plugins: fill_blank_log_proba(left, right) returns valid (B, V) rows",
     task_kind="fill-blank",
 )
-def check_fill_blank(plugin_cls: type[Any], r: _Rule) -> None:
-    model = fitted_model(plugin_cls, r)
+def check_fill_blank(case: KitCase, r: _Rule) -> None:
+    model = fitted_model(case, r)
     left = probe_contexts(3, CONTEXT_LEN, seed=6)
     right = probe_contexts(3, CONTEXT_LEN, seed=7)
     what = "3 (left, right) contexts"
@@ -719,6 +921,177 @@ def check_fill_blank(plugin_cls: type[Any], r: _Rule) -> None:
     except Exception as err:
         raise r.fail(f"fill_blank_log_proba raised {_describe(err)}") from err
     _valid_rows(lp, 3, r, what)
+
+
+# ---- rules of contract v2: causality, carried state, tasks, stateful training ----------
+CAUSAL_TOL = 1e-6
+STATE_TOL = 1e-6
+#: chunk length for carried-state scoring: shorter than the probe, so the state crosses
+#: chunk boundaries (and 5 does not divide the probe's length)
+STREAM_CHUNK = 5
+RETIRED_TASK_KINDS = ("transduce",)
+
+
+@contextmanager
+def _evaluating(model: TorchSequenceModel) -> Iterator[None]:
+    """Eval mode and no autograd for the block; the previous mode is restored."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def _step_logits(model: TorchSequenceModel, ids: np.ndarray, r: _Rule) -> np.ndarray:
+    """``model.step(x)[0]`` (fresh state) as float64, checked to be (B, T, V)."""
+    logits, _ = model.step(torch.from_numpy(ids).to(model.device))
+    shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+    expected = (*ids.shape, VOCAB_SIZE)
+    r.ensure(
+        shape == expected,
+        f"step(x)[0] for x of shape {ids.shape} is {shape}, expected {expected}",
+        "forward returns logits of shape (batch, time, vocab_size), position t predicting t+1",
+    )
+    return np.asarray(logits.detach().double().cpu().numpy())
+
+
+@rule(
+    "a next-token neural plugin is causal: forward's logits at positions <= t do not change "
+    f"(within {CAUSAL_TOL:g}) when only the tokens after t change, so position t never sees "
+    "t+1 (teacher-forced training and carried-state scoring rely on it)",
+    task_kind="next-token",
+    requires="neural",
+)
+def check_causal(case: KitCase, r: _Rule) -> None:
+    model = fitted_model(case, r)
+    assert isinstance(model, TorchSequenceModel)
+    base = probe_contexts(2, CONTEXT_LEN, seed=8)
+    rng = np.random.default_rng(9)
+    with _evaluating(model):
+        ref = _step_logits(model, base, r)
+        for t in range(CONTEXT_LEN - 1):
+            other = base.copy()
+            shift = rng.integers(1, VOCAB_SIZE, size=other[:, t + 1 :].shape)
+            other[:, t + 1 :] = (other[:, t + 1 :] + shift) % VOCAB_SIZE  # every later id moves
+            got = _step_logits(model, other, r)
+            gaps = [_max_gap(ref[:, p], got[:, p]) for p in range(t + 1)]
+            worst = int(np.argmax(gaps))
+            r.ensure(
+                gaps[worst] <= CAUSAL_TOL,
+                f"changing only the tokens after position {t} moved the logits at position "
+                f"{worst} by {gaps[worst]:.3g} (a convolution or attention that sees later "
+                "tokens, e.g. padding on both sides or no causal mask?)",
+            )
+
+
+@rule(
+    "a stateful plugin carries its state exactly: score_stream and stream_log_proba, in "
+    f"chunks of {STREAM_CHUNK} so the state crosses chunk boundaries, equal log_proba of "
+    f"each full prefix within {STATE_TOL:g}",
+    requires="stateful",
+)
+def check_carried_state(case: KitCase, r: _Rule) -> None:
+    from pipeline_core.metrics import score_stream
+
+    model = fitted_model(case, r)
+    assert isinstance(model, TorchSequenceModel)
+    # 23 ids: a stretch of the pattern, then random ones (<unk> and unseen ids included)
+    ids = np.concatenate([TEST_IDS[:12], probe_contexts(1, 11, seed=10)[0]])
+    n = len(ids)
+    prefixes = np.concatenate(
+        [_log_proba(model, ids[None, : i + 1], r, f"the prefix of {i + 1} ids") for i in range(n)]
+    )
+    rows, _ = model.stream_log_proba(ids, None, chunk=STREAM_CHUNK)
+    r.ensure(
+        np.shape(rows) == (n, VOCAB_SIZE),
+        f"stream_log_proba over {n} ids returned shape {np.shape(rows)}",
+        "stream_log_proba returns one row per id, (len(ids), vocab_size)",
+    )
+    gaps = np.array([_max_gap(rows[i], prefixes[i]) for i in range(n)])
+    off = np.flatnonzero(gaps > STATE_TOL)
+    if off.size:
+        i = int(off[0])
+        raise r.fail(
+            f"stream_log_proba row {i} (after {i + 1} ids, in chunks of {STREAM_CHUNK}) differs "
+            f"from log_proba of that prefix by {gaps[i]:.3g}; the state forward returns does "
+            "not continue the sequence"
+        )
+    scores = score_stream(model, ids, first=1, chunk=STREAM_CHUNK)
+    want = prefixes[np.arange(n - 1), ids[1:]]
+    r.ensure(
+        scores.logp.shape == want.shape,
+        f"score_stream scored {scores.logp.shape[0]} of the {n - 1} ids after the first",
+    )
+    gap = _max_gap(scores.logp, want)
+    r.ensure(
+        gap <= STATE_TOL,
+        f"score_stream differs from log_proba of the prefixes by up to {gap:.3g}",
+    )
+
+
+@rule(
+    "every registered task refuses the plugin with a one-line PluginError unless task_kinds "
+    "declares it (Task.check_plugin), accepts it when declared, and task_kinds holds no "
+    f"retired kind ({', '.join(RETIRED_TASK_KINDS)})"
+)
+def check_refuses_undeclared_task(case: KitCase, r: _Rule) -> None:
+    plugin_cls = case.plugin
+    kinds = plugin_cls.task_kinds
+    declared = set(kinds) if isinstance(kinds, set | frozenset | tuple | list) else set()
+    retired = sorted(set(RETIRED_TASK_KINDS) & declared)
+    r.ensure(not retired, f"task_kinds declares {', '.join(retired)}, which seqlab removed")
+    for name in known_tasks():
+        task = get_task(name)
+        try:
+            task.check_plugin(plugin_cls, r.name)
+        except PluginError as err:
+            r.ensure(
+                name not in declared,
+                f"the {name} task refused a plugin that declares it: {_describe(err)}",
+            )
+            r.ensure("\n" not in str(err), f"the {name} task's refusal spans several lines")
+            continue
+        except Exception as err:
+            raise r.fail(f"the {name} task {_instead(err, 'PluginError')}") from err
+        r.ensure(
+            name in declared,
+            f"the {name} task accepted a plugin whose task_kinds ({sorted(declared)}) "
+            "does not declare it",
+        )
+
+
+@rule(
+    "with TrainConfig(bptt='stateful'), a stateful plugin trains by truncated BPTT over "
+    f"contiguous streams (one EpochRecord per epoch) and learns the periodic sequence (nll "
+    f"below {0.5 * math.log(VOCAB_SIZE):.3f}, acc@1 >= 0.95); fit_model refuses a neural "
+    "plugin without state with ConfigError",
+    requires="neural",
+)
+def check_stateful_training(case: KitCase, r: _Rule) -> None:
+    model = _new(case)
+    assert isinstance(model, TorchSequenceModel)
+    settings = case.train_config(bptt="stateful")
+    if not model.stateful:  # seqlab's part of the rule: refuse before anything runs
+        try:
+            fit_model(model, kit_fit_data(), settings)
+        except ConfigError as err:
+            r.ensure("bptt" in str(err), f"ConfigError does not name train.bptt: {err}")
+            return
+        except Exception as err:
+            raise r.fail(f"a plugin without state {_instead(err, 'ConfigError')}") from err
+        raise r.fail("fit_model trained a plugin without state (stateful = False) statefully")
+    seen: list[EpochRecord] = []
+    history = fit_model(model, kit_fit_data(), settings, callbacks=[_Recorder(seen)])
+    numbers = [getattr(h, "epoch", None) for h in history]
+    r.ensure(
+        all(isinstance(h, EpochRecord) for h in history)
+        and numbers == list(range(1, settings.epochs + 1)),
+        f"{len(history)} record(s) numbered {numbers} for epochs={settings.epochs}",
+    )
+    r.ensure(model.is_fitted is True, f"is_fitted is {model.is_fitted!r} after fit")
+    _ensure_learnt(model, r, "after bptt: stateful, ")
 
 
 _CHECK_FNS: tuple[CheckFn, ...] = (
@@ -744,6 +1117,10 @@ _CHECK_FNS: tuple[CheckFn, ...] = (
     check_save_load_roundtrip,
     check_learns_periodic_sequence,
     check_fill_blank,
+    check_causal,
+    check_carried_state,
+    check_refuses_undeclared_task,
+    check_stateful_training,
 )
 
 
@@ -755,6 +1132,7 @@ def all_checks() -> list[Check]:
             fn.rule,  # type: ignore[attr-defined]
             fn,
             fn.task_kind,  # type: ignore[attr-defined]
+            fn.requires,  # type: ignore[attr-defined]
         )
         for fn in _CHECK_FNS
     ]
