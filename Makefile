@@ -37,6 +37,7 @@ lint: install
 
 bench: install
 	$(BIN)/python benchmarks/ngram_vs_nltk.py
+	$(BIN)/python benchmarks/trainer_overhead.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

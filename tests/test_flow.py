@@ -10,7 +10,6 @@ import pytest
 from mlflow import MlflowClient
 
 from pipeline_core.config import RunConfig, validate_model
-from pipeline_core.errors import DataError
 from pipeline_core.experiment import encode, ingest
 from pipeline_core.metrics import evaluate
 from pipeline_core.registry import load_plugin

@@ -147,12 +147,12 @@ def _store_snapshot(uri: str) -> str:
 def test_resume_refusals_are_one_line_and_lose_nothing(finished: dict[str, str]) -> None:
     uri, root = finished["uri"], Path(finished["root"])
     before = _store_snapshot(uri)
+    stale = ["--resume", finished["parent"], "--data", finished["data"], "--models=ngram"]
     cases = [
         (["--resume", "0123456789abcdef"], "no MLflow run with id"),
         (["--resume", finished["child"]], "is not a seqlab comparison"),
         (
-            ["--resume", finished["parent"], "--data", finished["data"], "--models=ngram"]
-            + ["--epochs=7"],  # noqa: RUF005
+            [*stale, "--epochs=7"],
             "another config (train.epochs: 3 then, 7 now)",
         ),
     ]
