@@ -269,23 +269,68 @@ def inspect_command(
     Console().print(table)
 
 
-def main() -> None:
-    """Console-script entry point: one-line errors, exit code 2, no traceback."""
-    import click
+def _click_exceptions() -> Any:
+    """typer vendors click as ``typer._click``; older typers use click itself."""
+    try:
+        from typer._click import exceptions
+    except ImportError:  # pragma: no cover - depends on the installed typer
+        from click import exceptions
+    return exceptions
 
+
+def log_internal_error(err: BaseException) -> Path:
+    """Write the traceback of an unexpected error to a log file and return its path."""
+    import time
+    import traceback
+
+    from pipeline_core.vectorize import cache_root
+
+    folder = cache_root() / "logs"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        import tempfile
+
+        folder = Path(tempfile.gettempdir())
+    path = folder / f"seqlab-error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    text = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+    path.write_text(f"seqlab {' '.join(sys.argv[1:])}\n\n{text}", encoding="utf-8")
+    return path
+
+
+def main() -> None:
+    """Console-script entry point, the one place errors become exit codes: a user error
+    (usage included) is one ``error:`` line and exit 2; Ctrl-C exits 130; anything else
+    is a bug: one line naming the log file that holds its traceback, and exit 1."""
+    exc = _click_exceptions()
     try:
         code = app(standalone_mode=False)
     except SeqlabError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(err.exit_code) from None
-    except click.exceptions.UsageError as err:
-        print(f"error: {err.format_message()}", file=sys.stderr)
+    except exc.NoArgsIsHelpError:  # typer has already shown the help
         raise SystemExit(2) from None
-    except click.exceptions.Abort:
-        print("error: aborted", file=sys.stderr)
+    except exc.UsageError as err:
+        if err.ctx is not None:
+            print(err.ctx.get_usage(), file=sys.stderr)
+        message = " ".join(err.format_message().split())
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except (exc.Abort, KeyboardInterrupt):
+        print("error: interrupted", file=sys.stderr)
         raise SystemExit(130) from None
-    except click.exceptions.ClickException as err:
-        err.show()
+    except exc.ClickException as err:
+        print(f"error: {' '.join(err.format_message().split())}", file=sys.stderr)
         raise SystemExit(err.exit_code) from None
+    except SystemExit:
+        raise
+    except Exception as err:
+        path = log_internal_error(err)
+        print(
+            f"error: internal error ({type(err).__name__}: {' '.join(str(err).split())[:200]}); "
+            f"the traceback is in {path}",
+            file=sys.stderr,
+        )
+        raise SystemExit(1) from None
     if isinstance(code, int) and code:
         raise SystemExit(code)
