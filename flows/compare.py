@@ -24,7 +24,7 @@ from flows.tasks import (
     train_task,
     vectorize_task,
 )
-from pipeline_core import experiment
+from pipeline_core import experiment, interrupt
 from pipeline_core.config import RunConfig
 from pipeline_core.experiment import ModelResult, ResolvedModel
 from pipeline_core.tracking import RunRef, get_tracker, resolve_tracking_uri
@@ -85,29 +85,35 @@ def compare_flow(config: RunConfig, resume: str | None = None) -> ComparisonResu
     plan = plan_resume(tracker, resume, config) if resume else None
     docs = clean_task(ingest_task(config.data), config.data)
     corpus = vectorize_task(docs, config.data)
+    # batches the data cannot fill, a step past the train split: refused before any run
+    experiment.check_fits(resolved, corpus, config.task)
     tags = flow_run_tags()
     if plan is not None and resume is not None:
         check_data(plan, resume, corpus.text_sha256)
         parent: RunRef = plan.parent
         tracker.reopen(parent)
+        tracker.set_tags(parent, experiment.process_tags())
     else:
         parent = start_comparison_task(config, corpus, uri, tags)
     results: dict[str, ModelResult] = dict(plan.finished) if plan else {}
     pending = []
-    for item in resolved:
-        if item.label in results:
-            continue
-        resume_run = plan.unfinished.get(item.label) if plan else None
-        trained = train_task.submit(item, corpus, config.task, uri, parent, tags, resume_run)
-        # Prefect resolves the future ``trained`` into its result before evaluate runs
-        evaluated = evaluate_task.submit(  # type: ignore[call-overload]
-            trained, corpus, config.task, uri, config.tracking, config.train.seed
-        )
-        pending.append((item, trained, evaluated))
-    for item, trained, evaluated in pending:
-        results[item.label] = collect(item, trained, evaluated)
-    ordered = [results[item.label] for item in resolved]
-    table = experiment.finish_comparison(tracker, parent, ordered)
+    # Ctrl-C or SIGTERM: the parent ends KILLED, each running model stops at its next
+    # batch and ends KILLED too (pipeline_core.interrupt), the rest never start
+    with tracker.run(parent, close=False), interrupt.stopping_workers():
+        for item in resolved:
+            if item.label in results:
+                continue
+            resume_run = plan.unfinished.get(item.label) if plan else None
+            trained = train_task.submit(item, corpus, config.task, uri, parent, tags, resume_run)
+            # Prefect resolves the future ``trained`` into its result before evaluate runs
+            evaluated = evaluate_task.submit(  # type: ignore[call-overload]
+                trained, corpus, config.task, uri, config.tracking, config.train.seed
+            )
+            pending.append((item, trained, evaluated))
+        for item, trained, evaluated in pending:
+            results[item.label] = collect(item, trained, evaluated)
+        ordered = [results[item.label] for item in resolved]
+        table = experiment.finish_comparison(tracker, parent, ordered)
     return ComparisonResult(
         parent_run_id=parent.run_id,
         experiment=experiment.experiment_name(config.data, config.tracking, config.task),

@@ -22,6 +22,13 @@ def _user_error_names() -> set[str]:
     return names
 
 
+# Prefect's crash messages for an interrupt (prefect.states.exception_to_crashed_state)
+INTERRUPT_MESSAGES = (
+    "Execution was aborted by an interrupt signal",
+    "Execution was aborted by a termination signal",
+)
+
+
 class UserErrorFilter(logging.Filter):
     """Drop error records caused by a SeqlabError (the CLI reports it in one line), and
     task-run failures: the compare flow turns each into a failed leaderboard row and one
@@ -36,6 +43,8 @@ class UserErrorFilter(logging.Filter):
         if record.exc_info and isinstance(record.exc_info[1], SeqlabError):
             return False
         message = record.getMessage()
+        if any(m in message for m in INTERRUPT_MESSAGES):
+            return False  # Ctrl-C or SIGTERM: the CLI says "error: interrupted" itself
         return not any(f"{n}(" in message or f"{n}:" in message for n in _user_error_names())
 
 

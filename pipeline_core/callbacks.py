@@ -12,7 +12,8 @@ from typing import Any
 
 import torch
 
-from pipeline_core.contract import EpochRecord
+from pipeline_core.contract import EpochRecord, load_weights_only
+from pipeline_core.errors import DataError
 from pipeline_core.tracking import RunRef, Tracker
 from pipeline_core.training import Callback, Trainer
 
@@ -69,8 +70,8 @@ def load_trainer_checkpoint(tracker: Tracker, run: RunRef) -> dict[str, Any] | N
         if path is None or not path.is_file():
             return None
         try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:
+            payload = load_weights_only(path)  # a hostile pickle is refused, not run
+        except DataError:
             return None
     if not isinstance(payload, dict) or payload.get("format") != TRAINER_FORMAT:
         return None

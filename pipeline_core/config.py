@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pipeline_core.errors import ConfigError
 
@@ -118,11 +118,12 @@ class DataConfig(StrictModel):
         "(null: no cap).",
     )
 
-    @model_validator(mode="after")
-    def _splits_are_fractions(self) -> DataConfig:
-        if any(f <= 0 for f in self.splits) or abs(sum(self.splits) - 1.0) > 1e-6:
-            raise ValueError("splits must be three positive fractions that sum to 1")
-        return self
+    @field_validator("splits")
+    @classmethod
+    def _splits_are_fractions(cls, splits: tuple[float, float, float]) -> tuple[float, ...]:
+        if any(f <= 0 for f in splits) or abs(sum(splits) - 1.0) > 1e-6:
+            raise ValueError("must be three positive fractions that sum to 1")
+        return splits
 
 
 class ModelSpec(StrictModel):
@@ -199,7 +200,8 @@ def describe_validation_error(err: ValidationError, prefix: str = "") -> str:
         field = f"{prefix}{loc}" if loc else prefix.rstrip(".") or "config"
         got = item.get("input")
         shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
-        parts.append(f"{field}: {item['msg']}{shown}")
+        message = str(item["msg"]).removeprefix("Value error, ")
+        parts.append(f"{field}: {message}{shown}")
     return "; ".join(parts)
 
 

@@ -26,7 +26,10 @@ as tensors, and are loaded with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
+import pickle
 import random
+import re
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -195,18 +198,70 @@ class SequenceModel(ABC):
         return model
 
 
+_UNSAFE_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def load_weights_only(path: Path) -> Any:
+    """``torch.load(weights_only=True)``: tensors and plain data only, so a pickle that
+    would import anything else (and could run code) is refused before any of it runs.
+    torch's warnings stay off the console; every failure is one DataError line."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        unsafe = _UNSAFE_GLOBAL.search(str(err))
+        if unsafe is None:
+            raise DataError(f"{path}: not a seqlab checkpoint (UnpicklingError)") from None
+        raise DataError(
+            f"{path}: not a seqlab checkpoint: refused to unpickle {unsafe.group(1)} (only "
+            "tensors and plain data are loaded, so nothing in the file runs)"
+        ) from None
+    except Exception as err:  # torch raises many kinds for a corrupt or foreign file
+        raise DataError(f"{path}: not a seqlab checkpoint ({type(err).__name__})") from None
+
+
+def _malformed(payload: dict[str, Any]) -> str | None:
+    """The first entry of a format-1 payload whose type is wrong (None if all are fine)."""
+    args = payload.get("init_args")
+    if not (
+        isinstance(args, dict)
+        and type(args.get("vocab_size")) is int
+        and isinstance(args.get("config"), dict | None)
+    ):
+        return "init_args"
+    state = payload.get("state")
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        return "state"
+    vocab = payload.get("vocab")
+    if vocab is not None and not (
+        isinstance(vocab, list) and all(isinstance(t, str) for t in vocab)
+    ):
+        return "vocab"
+    for key, kind in (("plugin", str), ("class_path", str), ("extra", dict)):
+        if payload.get(key) is not None and not isinstance(payload[key], kind):
+            return key
+    extra = payload.get("extra") or {}
+    for key, kind in (("data", dict), ("scoring", str)):
+        if extra.get(key) is not None and not isinstance(extra[key], kind):
+            return f"extra.{key}"
+    return None
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint dict with ``weights_only=True``; one-line error if unreadable."""
     p = Path(path)
     if not p.is_file():
         raise DataError(f"checkpoint not found: {p}")
-    try:
-        payload = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many kinds for a corrupt or foreign file
-        raise DataError(f"{p}: not a seqlab checkpoint ({type(err).__name__})") from None
+    payload = load_weights_only(p)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise DataError(f"{p}: not a seqlab checkpoint (format {CHECKPOINT_FORMAT} expected)")
-    return payload
+    bad = _malformed(payload)
+    if bad is not None:
+        raise DataError(f"{p}: not a seqlab checkpoint: its {bad!r} entry is missing or malformed")
+    return {**payload, "extra": payload.get("extra") or {}}
 
 
 def check_vocab(payload: Mapping[str, Any], vocab: Sequence[str] | None, path: Any) -> None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline_core import experiment
+from pipeline_core.cleaning import clean_documents
 from pipeline_core.config import DataConfig, validate_model
-from pipeline_core.vectorize import corpus_text, vectorize
+from pipeline_core.sources import load_documents
+from pipeline_core.vectorize import corpus_text, vectorize, warn_unk
 
 
 def inspect_source(source: str, **data: Any) -> dict[str, Any]:
@@ -16,15 +17,18 @@ def inspect_source(source: str, **data: Any) -> dict[str, Any]:
     ``data`` holds any other :class:`DataConfig` field (clean, level, errors, ...).
     """
     config = validate_model(DataConfig, {"source": source, **data})
-    docs = experiment.clean(experiment.ingest(config), config)
+    # the stages themselves, not pipeline_core.experiment: no torch to import here
+    docs = clean_documents(load_documents(config.source, errors=config.errors), config.clean)
     text = corpus_text(docs["text"].tolist())
     corpus = vectorize(text, config)
+    unk = warn_unk(corpus)
     return {
         "documents": len(docs),
         "characters": len(text),
         "vocab_size": len(corpus.vocab.symbols),
         "specials": list(corpus.vocab.specials),
         "tokens": len(corpus.ids),
+        "unk_tokens": unk.tokens,
         "splits": corpus.split_sizes(),
         "sha256": corpus.text_sha256,
         "level": config.level,

@@ -25,7 +25,8 @@ from pipeline_core.config import (
     model_train_config,
 )
 from pipeline_core.contract import EpochRecord, FitData, SequenceModel, TorchSequenceModel
-from pipeline_core.errors import ConfigError
+from pipeline_core.errors import ConfigError, DataError
+from pipeline_core.interrupt import raise_if_stopped
 from pipeline_core.metrics import Scores, evaluate, scored_chars
 from pipeline_core.sources import synthetic_metadata
 from pipeline_core.tracking import RunRef, Tracker, describe_error
@@ -159,6 +160,30 @@ class ModelResult:
         return self.error is not None
 
 
+def check_fits(resolved: list[ResolvedModel], corpus: EncodedCorpus, task: str) -> None:
+    """Refuse, with the numbers and before any run starts, settings the prepared corpus
+    cannot serve: a ``data.step`` that leaves the train split a single window, and for
+    every model the Trainer fits, batches the train split cannot fill."""
+    from pipeline_core.tasks import get_task
+
+    the_task = get_task(task)
+    cfg, train = corpus.config, corpus.train
+    starts = len(train) - cfg.context_len  # windows of context_len + 1 tokens
+    if cfg.step > 1 and cfg.step >= starts:
+        raise DataError(
+            f"data.step={cfg.step} is larger than the train split allows: its "
+            f"{len(train):,} tokens give {max(starts, 0):,} window starts (context_len + 1 "
+            f"= {cfg.context_len + 1} tokens each), so only the first window would be used; "
+            "lower data.step"
+        )
+    for item in resolved:
+        if issubclass(item.plugin_cls, TorchSequenceModel):
+            try:
+                the_task.check_fill(train, cfg.context_len, cfg.step, item.train)
+            except DataError as err:
+                raise DataError(f"model '{item.label}': {err}") from None
+
+
 def fit_data(corpus: EncodedCorpus) -> FitData:
     return FitData(
         train=corpus.train,
@@ -222,6 +247,7 @@ def train_model(
     from pipeline_core.tasks import get_task
     from pipeline_core.training import fit_model
 
+    raise_if_stopped()  # Ctrl-C while this model waited its turn: it never starts
     the_task = get_task(task)
     carry = carries_state(resolved)
     if resume_run is None:
@@ -266,6 +292,7 @@ def evaluate_model(
 
     resolved, run = trained.resolved, trained.run
     with tracker.run(run):
+        raise_if_stopped()  # interrupted after training: the run ends KILLED, unscored
         report = score_model(
             trained.model,
             corpus,
@@ -343,6 +370,13 @@ def leaderboard(results: list[ModelResult]) -> pd.DataFrame:
 CONFIG_ARTIFACT = "config.json"
 
 
+def process_tags() -> dict[str, str]:
+    """Which process runs a comparison (``seqlab runs`` tells a stale RUNNING one)."""
+    from pipeline_core.runs import process_tags as tags
+
+    return tags()
+
+
 def start_comparison(
     config: RunConfig, tracker: Tracker, corpus: EncodedCorpus, tags: dict[str, str]
 ) -> RunRef:
@@ -357,6 +391,7 @@ def start_comparison(
             "seqlab.data_sha256": corpus.text_sha256,
             "seqlab.kind": "compare",
             "seqlab.task": config.task,
+            **process_tags(),
         },
     )
     tracker.log_params(parent, config.model_dump(mode="json"))

@@ -34,11 +34,10 @@ import pandas as pd
 from pipeline_core.config import DecodeErrors
 from pipeline_core.errors import ConfigError, SourceError
 from pipeline_core.schemas import make_documents
-from pipeline_core.synthetic import make_synthetic
+from pipeline_core.synthetic import check_synthetic, make_synthetic
 
 KNOWN_SCHEMES = "file path, directory, glob, http(s)://, gutenberg:<id>, synthetic:<name>"
 DEFAULT_GUTENBERG_MIRROR = "https://www.gutenberg.org/cache/epub"
-DEFAULT_DOWNLOAD_TIMEOUT_S = 60.0
 BINARY_SAMPLE_BYTES = 8192
 MAX_NON_TEXT_FRACTION = 0.3
 _CHUNK = 1 << 16
@@ -187,10 +186,14 @@ def default_cache_dir() -> Path:
 
 
 def download_timeout_s() -> float:
-    """``$SEQLAB_DOWNLOAD_TIMEOUT`` seconds (default 60): a stalled server must not hang a run."""
+    """Seconds a download may wait on each connect or read: ``$SEQLAB_DOWNLOAD_TIMEOUT``
+    if set, else ``$SEQLAB_NETWORK_TIMEOUT`` (default 30), the bound on every network
+    wait; a stalled server must not hang a run."""
     raw = os.environ.get("SEQLAB_DOWNLOAD_TIMEOUT")
     if raw is None:
-        return DEFAULT_DOWNLOAD_TIMEOUT_S
+        from pipeline_core.network import network_timeout_s
+
+        return network_timeout_s()
     try:
         value = float(raw)
     except ValueError:
@@ -295,14 +298,18 @@ def _from_url(url: str, doc_id: str, cache_dir: Path | None) -> list[RawDocument
     return [RawDocument(doc_id, doc_id, check_text_bytes(data, url))]
 
 
-def _from_gutenberg(source: str, cache_dir: Path | None) -> list[RawDocument]:
+def _gutenberg_id(source: str) -> int:
     book_id = source.partition(":")[2].strip()
     if not book_id.isascii() or not book_id.isdigit():
         raise SourceError(
             f"invalid Gutenberg id {book_id!r} in {source!r}; expected digits, e.g. gutenberg:11"
         )
-    canonical = f"gutenberg:{int(book_id)}"
-    return _from_url(gutenberg_url(str(int(book_id))), canonical, cache_dir)
+    return int(book_id)
+
+
+def _from_gutenberg(source: str, cache_dir: Path | None) -> list[RawDocument]:
+    book_id = _gutenberg_id(source)
+    return _from_url(gutenberg_url(str(book_id)), f"gutenberg:{book_id}", cache_dir)
 
 
 # --------------------------------------------------------------------------- synthetic
@@ -370,6 +377,30 @@ def load_raw_bytes(source: str | Path, cache_dir: Path | None = None) -> list[Ra
             f"unknown source scheme {scheme.group(1)!r} in {src!r}; known: {KNOWN_SCHEMES}"
         )
     raise SourceError(f"{src}: no such file or directory")
+
+
+def check_source(source: str | Path, errors: DecodeErrors = "strict") -> None:
+    """Refuse a source that cannot be ingested, before any pipeline starts, with the
+    error ingesting it would give: a local file, directory or glob is read and decoded
+    (ingest reads it again); ``synthetic:`` is checked without being built (unknown
+    name or parameter, bad values, resource limits); remote sources only for their form
+    (fetching them is the ingest's job)."""
+    if errors not in ("strict", "ignore"):
+        raise ConfigError(f"errors: must be 'strict' or 'ignore' (got {errors!r})")
+    src = str(source).strip()
+    if _has_prefix(src, "http://") or _has_prefix(src, "https://"):
+        if not urllib.parse.urlsplit(src).hostname:
+            raise SourceError(f"{src}: the URL names no host")
+        return
+    if _has_prefix(src, "gutenberg:"):
+        _gutenberg_id(src)
+        return
+    if _has_prefix(src, "synthetic:"):
+        name, _, query = src.partition(":")[2].partition("?")
+        check_synthetic(name.strip(), _parse_query(name, query))
+        return
+    for raw in load_raw_bytes(src):
+        decode_text(raw.data, raw.doc_id, errors)
 
 
 def load_documents(

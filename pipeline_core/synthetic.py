@@ -27,6 +27,15 @@ from pipeline_core.errors import ConfigError
 SYMBOLS = string.ascii_lowercase
 MAX_STATES = 1_000_000  # alphabet ** order: the transition table must fit in memory
 MAX_LENGTH = 10_000_000
+#: memory a Markov source may need (its table, sampling and exact entropy rate); a
+#: bigger one is refused up front with the numbers instead of exhausting the machine
+MAX_MEMORY_MB = 512
+#: up to this many states the stationary distribution is solved densely (exact, O(n^2)
+#: memory); above it, iterated on the table itself (O(n * alphabet) memory)
+DENSE_MAX_STATES = 2048
+_BYTES_PER_ENTRY = 64  # per (state, symbol): rows drawn, normalised, cumulated, as lists
+_SPARSE_WORK = 2_000_000_000  # (state, symbol) updates the iteration may spend
+_SPARSE_TOL = 1e-13
 
 
 def _row_entropy_bits(rows: np.ndarray) -> np.ndarray:
@@ -92,8 +101,21 @@ class MarkovSource:
         np.add.at(q, (np.repeat(np.arange(n), a), nxt.ravel()), self.transition.ravel())
         return q
 
+    def step_distribution(self, pi: np.ndarray) -> np.ndarray:
+        """``π Q`` without building Q: state ``s = q * A**(order-1) + r`` moves to
+        ``r * A + x`` with probability ``P(x | s)``, so the sum runs over ``q``."""
+        a, n = self.n_symbols, self.n_states
+        if self.order == 0:
+            return np.asarray(pi, dtype=np.float64).copy()
+        flow = (np.asarray(pi)[:, None] * self.transition).reshape(a, n // a, a)
+        return np.asarray(flow.sum(axis=0).ravel())
+
     def stationary(self) -> np.ndarray:
-        """π with π Q = π and Σπ = 1, by least squares (exact for irreducible chains)."""
+        """π with π Q = π and Σπ = 1: by least squares up to DENSE_MAX_STATES states
+        (exact for irreducible chains), else by iterating :meth:`step_distribution`
+        until it settles (a ConfigError with the numbers if it does not)."""
+        if self.n_states > DENSE_MAX_STATES:
+            return self._stationary_iterated()
         q = self.state_matrix()
         n = q.shape[0]
         lhs = np.vstack([q.T - np.eye(n), np.ones((1, n))])
@@ -102,6 +124,23 @@ class MarkovSource:
         pi = np.linalg.lstsq(lhs, rhs, rcond=None)[0]
         pi = np.clip(pi, 0.0, None)
         return np.asarray(pi / pi.sum())
+
+    def _stationary_iterated(self) -> np.ndarray:
+        n, a = self.n_states, self.n_symbols
+        pi = np.full(n, 1.0 / n)
+        max_steps = max(200, _SPARSE_WORK // (n * a))
+        for _ in range(max_steps):
+            nxt = self.step_distribution(pi)
+            nxt /= nxt.sum()
+            change = float(np.abs(nxt - pi).sum())
+            pi = nxt
+            if change < _SPARSE_TOL:
+                return pi
+        raise ConfigError(
+            f"markov: the stationary distribution of this chain ({n:,} states) did not "
+            f"settle within {max_steps:,} steps, so its exact entropy rate is unknown; "
+            "raise concentration or lower order"
+        )
 
     def entropy_rate_bits(self) -> float:
         """H = -Σ_s π(s) Σ_x P(x|s) log2 P(x|s), bits per symbol."""
@@ -162,12 +201,34 @@ class MarkovParams(BaseModel):
     concentration: float = Field(default=0.5, gt=0, allow_inf_nan=False)
 
 
-def _build_markov(params: MarkovParams) -> tuple[str, dict[str, Any]]:
-    if params.alphabet**params.order > MAX_STATES:
+def markov_memory_bytes(order: int, alphabet: int) -> int:
+    """About how much memory an order-``order`` source over ``alphabet`` symbols needs:
+    its table and sampling, and the dense solve of its stationary distribution when
+    it has at most DENSE_MAX_STATES states."""
+    n = alphabet**order
+    dense = 3 * 8 * n * n if n <= DENSE_MAX_STATES else 0
+    return n * alphabet * _BYTES_PER_ENTRY + dense
+
+
+def check_markov(params: MarkovParams) -> None:
+    """Refuse, before anything is allocated, a chain too large to build (with numbers)."""
+    a, k = params.alphabet, params.order
+    if a**k > MAX_STATES:
         raise ConfigError(
-            f"synthetic:markov: alphabet**order = {params.alphabet}**{params.order} exceeds"
+            f"synthetic:markov: alphabet**order = {a}**{k} = {a**k:,} states exceeds"
             f" {MAX_STATES:,} states; lower order or alphabet"
         )
+    need_mb = markov_memory_bytes(k, a) / 2**20
+    if need_mb > MAX_MEMORY_MB:
+        raise ConfigError(
+            f"synthetic:markov: alphabet={a}, order={k} gives {a**k:,} states x {a} symbols;"
+            f" sampling it and computing its exact entropy rate needs about {need_mb:,.0f} MB,"
+            f" over the {MAX_MEMORY_MB} MB limit; lower order or alphabet"
+        )
+
+
+def _build_markov(params: MarkovParams) -> tuple[str, dict[str, Any]]:
+    check_markov(params)
     source = MarkovSource.random(params.order, params.alphabet, params.concentration, params.seed)
     text = source.generate(params.length, params.seed)
     return text, {"entropy_rate_bits": source.entropy_rate_bits()}
@@ -180,6 +241,8 @@ class SyntheticGenerator:
     description: str
     params_model: type[BaseModel]
     build: Callable[[Any], tuple[str, dict[str, Any]]]
+    #: cheap checks of parsed parameters (resource limits) run before anything is built
+    check: Callable[[Any], None] | None = None
 
 
 SYNTHETIC: dict[str, SyntheticGenerator] = {
@@ -187,6 +250,7 @@ SYNTHETIC: dict[str, SyntheticGenerator] = {
         description="order-k Markov chain over a small alphabet, exact entropy rate",
         params_model=MarkovParams,
         build=_build_markov,
+        check=check_markov,
     ),
 }
 
@@ -214,12 +278,26 @@ def _parse_params(name: str, model: type[BaseModel], raw: Mapping[str, str]) -> 
         ) from None
 
 
-def make_synthetic(name: str, params: Mapping[str, str]) -> tuple[str, dict[str, Any]]:
-    """Text and metadata (canonical ``source``, resolved ``params``, e.g. entropy rate)."""
+def _generator(name: str) -> SyntheticGenerator:
     generator = SYNTHETIC.get(name)
     if generator is None:
         known = ", ".join(sorted(SYNTHETIC))
         raise ConfigError(f"unknown synthetic source {name!r}; known: {known}")
+    return generator
+
+
+def check_synthetic(name: str, params: Mapping[str, str]) -> None:
+    """Everything :func:`make_synthetic` would refuse about ``name`` and ``params``
+    (unknown names and parameters, bad values, resource limits), without building."""
+    generator = _generator(name)
+    parsed = _parse_params(name, generator.params_model, params)
+    if generator.check is not None:
+        generator.check(parsed)
+
+
+def make_synthetic(name: str, params: Mapping[str, str]) -> tuple[str, dict[str, Any]]:
+    """Text and metadata (canonical ``source``, resolved ``params``, e.g. entropy rate)."""
+    generator = _generator(name)
     parsed = _parse_params(name, generator.params_model, params)
     text, extra = generator.build(parsed)
     metadata = {

@@ -11,6 +11,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import time
 import traceback
 from collections.abc import Iterator, Mapping
@@ -39,7 +40,55 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
             f"tracking-uri: unsupported MLflow tracking URI {chosen!r}; use sqlite:///PATH.db "
             "or http(s)://HOST:PORT (MLflow's file store is refused)"
         )
+    if scheme == "sqlite":
+        path = chosen.removeprefix("sqlite:///") if chosen.startswith("sqlite:///") else None
+        if not path or path == ":memory:" or path.endswith("/"):
+            raise ConfigError(
+                f"tracking-uri: {chosen!r} names no SQLite database file; use sqlite:///PATH.db"
+                " (e.g. sqlite:///mlruns.db, or sqlite:////abs/path/mlruns.db)"
+            )
     return chosen
+
+
+def prepare_store(uri: str) -> None:
+    """Make sure a SQLite store can be created and written, before anything runs: its
+    folder is created, and a store that cannot be is one ConfigError naming the path
+    (a folder under a regular file, under /proc, a read-only working directory)."""
+    import tempfile
+
+    if not uri.startswith("sqlite:///"):
+        return
+    db = Path(uri.removeprefix("sqlite:///"))
+    hint = "pass --tracking-uri sqlite:///PATH.db in a writable folder"
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        above = next((p for p in (db.parent, *db.parent.parents) if p.exists()), None)
+        reason = (
+            f"{above} is a file, not a folder"
+            if above is not None and not above.is_dir()
+            else err.strerror or str(err)
+        )
+        raise ConfigError(
+            f"tracking-uri: cannot create the folder of the SQLite store {db}: {reason}; {hint}"
+        ) from None
+    if db.exists() and not db.is_file():
+        raise ConfigError(f"tracking-uri: the SQLite store {db} is not a regular file; {hint}")
+    artifacts = db.parent / "mlartifacts"
+    if artifacts.exists() and not artifacts.is_dir():
+        raise ConfigError(
+            f"tracking-uri: the artifact folder {artifacts} beside the store is a file; {hint}"
+        )
+    try:  # SQLite writes a journal beside the database: the folder must take new files
+        with tempfile.TemporaryFile(dir=db.parent, prefix=".seqlab-probe-"):
+            pass
+        if db.exists():
+            with db.open("ab"):
+                pass
+    except OSError as err:
+        raise ConfigError(
+            f"tracking-uri: cannot write the SQLite store {db}: {err.strerror or err}; {hint}"
+        ) from None
 
 
 def artifact_root_for(uri: str) -> str | None:
@@ -79,18 +128,31 @@ class Tracker:
         from mlflow import MlflowClient
 
         self.uri = resolve_tracking_uri(tracking_uri)
-        if self.uri.startswith("sqlite:///"):
-            Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         mlflow.set_tracking_uri(self.uri)
-        self.client = MlflowClient(tracking_uri=self.uri)
+        if not self.uri.startswith("sqlite:///"):
+            self.client = MlflowClient(tracking_uri=self.uri)
+            return
+        db = Path(self.uri.removeprefix("sqlite:///"))
+        prepare_store(self.uri)
+        # several processes may meet a store that does not exist yet: one creates the
+        # tables while the others wait, instead of racing to create them
+        with file_lock(db.with_name(db.name + ".lock")):
+            self.client = MlflowClient(tracking_uri=self.uri)
+            self.client.search_experiments(max_results=1)
 
     def experiment_id(self, name: str) -> str:
         found = self.client.get_experiment_by_name(name)
         if found is not None:
             return str(found.experiment_id)
-        return str(
-            self.client.create_experiment(name, artifact_location=artifact_root_for(self.uri))
-        )
+        try:
+            return str(
+                self.client.create_experiment(name, artifact_location=artifact_root_for(self.uri))
+            )
+        except Exception:  # another process created it between the lookup and here
+            again = self.client.get_experiment_by_name(name)
+            if again is None:
+                raise
+            return str(again.experiment_id)
 
     def start_run(
         self,
@@ -143,13 +205,38 @@ class Tracker:
         self.client.log_dict(run.run_id, dict(data), artifact_file)
 
     def log_file(self, run: RunRef, path: str | Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(run.run_id, str(path), artifact_path)
+        """Log a file; into a local artifact store it is written under a temporary name
+        and renamed, so a kill never leaves a half-written file under its real name."""
+        local = self.local_artifact_dir(run)
+        if local is None:
+            self.client.log_artifact(run.run_id, str(path), artifact_path)
+            return
+        folder = local / artifact_path if artifact_path else local
+        folder.mkdir(parents=True, exist_ok=True)
+        source = Path(path)
+        tmp = folder / f".{source.name}.tmp-{os.getpid()}"
+        shutil.copyfile(source, tmp)
+        fault_delay("artifact")  # tests kill a process here, between copy and rename
+        os.replace(tmp, folder / source.name)
+
+    def local_artifact_dir(self, run: RunRef) -> Path | None:
+        """The run's artifact folder when the store keeps artifacts on this disk."""
+        uri = self.client.get_run(run.run_id).info.artifact_uri
+        if not uri.startswith("file://"):
+            return None
+        from urllib.parse import unquote, urlparse
+
+        return Path(unquote(urlparse(uri).path))
 
     def log_figure(self, run: RunRef, figure: Any, artifact_file: str) -> None:
         self.client.log_figure(run.run_id, figure, artifact_file)
 
     def end(self, run: RunRef, failed: bool = False) -> None:
         self.client.set_terminated(run.run_id, "FAILED" if failed else "FINISHED")
+
+    def kill(self, run: RunRef) -> None:
+        """End ``run`` as KILLED (interrupted: Ctrl-C, SIGTERM, or closed as stale)."""
+        self.client.set_terminated(run.run_id, "KILLED")
 
     def reopen(self, run: RunRef) -> None:
         """Mark a run RUNNING again (a resumed comparison continues in it)."""
@@ -167,11 +254,16 @@ class Tracker:
     @contextlib.contextmanager
     def run(self, run: RunRef, close: bool = True) -> Iterator[RunRef]:
         """Work inside ``run``: on an exception the run is FAILED with its reason and
-        traceback and the exception goes on; on success it is FINISHED if ``close``."""
+        traceback and the exception goes on (KILLED, for an interrupt: Ctrl-C, SIGTERM,
+        an exit); on success it is FINISHED if ``close``."""
         try:
             yield run
         except BaseException as err:
-            self.fail(run, err)
+            if isinstance(err, Exception):
+                self.fail(run, err)
+            else:  # KeyboardInterrupt, SystemExit, an engine's termination signal
+                with contextlib.suppress(Exception):  # the interrupt must reach the CLI
+                    self.kill(run)
             err.seqlab_run_id = run.run_id  # type: ignore[attr-defined]
             raise
         if close:
@@ -197,6 +289,28 @@ class Tracker:
                 [parent.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent.run_id}'"
             )
         )
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``path`` (created if needed) for the block."""
+    import fcntl
+
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def fault_delay(point: str) -> None:
+    """Fault injection for the kill tests: ``SEQLAB_FAULT_DELAY=artifact:2`` sleeps two
+    seconds at that point, so a test can kill the process exactly there."""
+    spec = os.environ.get("SEQLAB_FAULT_DELAY", "")
+    name, _, seconds = spec.partition(":")
+    if name == point and seconds:
+        time.sleep(float(seconds))
 
 
 def describe_error(err: BaseException) -> str:

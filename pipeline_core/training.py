@@ -39,6 +39,7 @@ from pipeline_core.contract import (
     detach_state,
 )
 from pipeline_core.errors import ConfigError, DataError
+from pipeline_core.interrupt import raise_if_stopped
 from pipeline_core.tasks import IGNORE, Task, get_task
 
 Validator = Callable[[SequenceModel], float]
@@ -189,6 +190,15 @@ class EarlyStopping(Callback):
             trainer.model.load_state_dict(trainer.state.best_weights)
 
 
+class StopOnSignal(Callback):
+    """End training at the next batch once Ctrl-C or SIGTERM asked the run to stop
+    (:mod:`pipeline_core.interrupt`): the Trainer may run on a worker thread, which
+    Python's KeyboardInterrupt never reaches."""
+
+    def on_batch_end(self, trainer: Trainer, batch: int, loss: float) -> None:
+        raise_if_stopped()
+
+
 @dataclass
 class TrainerState:
     """What, beside weights and optimizer, a resume needs."""
@@ -221,7 +231,7 @@ class Trainer:
         self.task = task or get_task("next-token")
         self.device = resolve_device(settings.device)
         self.validate = validate or default_validator(data)
-        extra: list[Callback] = []
+        extra: list[Callback] = [StopOnSignal()]
         if settings.patience is not None:
             extra.append(EarlyStopping(settings.patience))
         if settings.progress:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -32,6 +33,9 @@ UNK = "<unk>"
 SPECIALS: tuple[str, ...] = (UNK,)
 SPLIT_NAMES: tuple[str, str, str] = ("train", "val", "test")
 _WORD_RE = re.compile(r"\w+|[^\w\s]")
+#: above this share of ``<unk>`` tokens a warning is logged whatever its cause
+UNK_WARN_SHARE = 0.5
+log = logging.getLogger("seqlab.data")
 
 
 def tokenize(text: str, level: Level) -> tuple[list[str], np.ndarray]:
@@ -211,6 +215,7 @@ def vectorize(text: str, config: DataConfig) -> EncodedCorpus:
     ids = vocab.encode(tokens)
     b0, b1 = split_bounds(len(ids), config.splits)
     check_long_enough(len(ids), (b0, b1), config)
+    check_not_all_unk(ids, b0, config)
     char_at = np.append(starts, len(text))
     split_chars = {
         "train": int(char_at[b0] - char_at[0]) if b0 else 0,
@@ -240,6 +245,56 @@ def check_long_enough(n_tokens: int, bounds: tuple[int, int], config: DataConfig
             f"{', '.join(short)}, each needs at least context_len + 1 = {need} tokens; "
             "use a longer text, a smaller context_len, or other splits"
         )
+
+
+@dataclass(frozen=True)
+class UnkReport:
+    """How much of the corpus the vocabulary maps to ``<unk>`` (id 0)."""
+
+    tokens: int
+    total: int
+
+    @property
+    def share(self) -> float:
+        return self.tokens / self.total if self.total else 0.0
+
+
+def _vocab_policy(config: DataConfig) -> str:
+    return f"data.min_freq={config.min_freq}, data.max_vocab={config.max_vocab}"
+
+
+def check_not_all_unk(ids: np.ndarray, b0: int, config: DataConfig) -> None:
+    """A vocabulary that maps every training token to ``<unk>`` can only learn that
+    ``<unk>`` follows ``<unk>`` (bpc 0, accuracy 1): refused, naming the settings."""
+    if b0 and not np.any(ids[:b0]):
+        unk = UnkReport(int(np.count_nonzero(ids == 0)), len(ids))
+        raise DataError(
+            f"every one of the {b0:,} train tokens is <unk> ({unk.share:.1%} of all "
+            f"{unk.total:,} {config.level} tokens): {_vocab_policy(config)} keep no token "
+            "of the training text; lower data.min_freq or raise data.max_vocab"
+        )
+
+
+def unk_report(corpus: EncodedCorpus) -> UnkReport:
+    return UnkReport(int(np.count_nonzero(corpus.ids == 0)), len(corpus.ids))
+
+
+def warn_unk(corpus: EncodedCorpus) -> UnkReport:
+    """Log (logger ``seqlab.data``) how much of the text became ``<unk>``: a WARNING when
+    ``max_vocab`` capped the vocabulary or more than half the tokens are ``<unk>``."""
+    unk = unk_report(corpus)
+    if not unk.tokens:
+        return unk
+    config = corpus.config
+    message = (
+        f"{unk.share:.1%} of the {unk.total:,} {corpus.level} tokens "
+        f"({unk.tokens:,}) became <unk> under {_vocab_policy(config)}"
+    )
+    if config.max_vocab is not None or unk.share > UNK_WARN_SHARE:
+        log.warning("%s; raise data.max_vocab or lower data.min_freq to keep more", message)
+    else:
+        log.info(message)
+    return unk
 
 
 def cache_root() -> Path:
@@ -307,10 +362,14 @@ def vectorize_cached(
     folder = (cache_dir or cache_root() / "vectorized") / corpus_key(text, config)
     if (folder / "meta.json").is_file():
         try:
-            return load_corpus(folder), True
+            cached = load_corpus(folder)
         except (OSError, ValueError, KeyError):
             pass  # a damaged cache entry is rebuilt below
+        else:
+            warn_unk(cached)
+            return cached, True
     corpus = vectorize(text, config)
+    warn_unk(corpus)
     save_corpus(corpus, folder)
     return corpus, False
 

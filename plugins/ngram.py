@@ -80,7 +80,7 @@ import numpy as np
 import torch
 from pydantic import Field, ValidationInfo, field_validator
 
-from plugins.ngram_arpa import ArpaTable, read_arpa, write_arpa
+from plugins.ngram_arpa import ArpaTable, check_writable, read_arpa, write_arpa
 from seqlab.api import (
     ConfigError,
     DataError,
@@ -637,6 +637,7 @@ class NGramModel(SequenceModel):
         """Write an ARPA file (SRILM / KenLM) naming tokens by ``vocab`` (escaped)."""
         if len(vocab) != self.vocab_size:
             raise DataError(f"vocab has {len(vocab)} tokens, the model {self.vocab_size}")
+        check_writable(path)  # before the tables are built: a bad path fails at once
         return write_arpa(path, self.arpa_tables(), list(vocab))
 
 

@@ -30,7 +30,9 @@ unambiguously and is refused, as is an empty token.
 from __future__ import annotations
 
 import math
+import os
 import re
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,11 +79,40 @@ def _escaped_vocab(vocab: Sequence[str]) -> np.ndarray:
     return np.array(escaped, dtype=object)
 
 
-def write_arpa(path: str | Path, tables: Sequence[ArpaTable], vocab: Sequence[str]) -> Path:
-    """Write ``tables`` (orders 1..N) as an ARPA file, tokens named by ``vocab``."""
-    esc = _escaped_vocab(vocab)
+def check_writable(path: str | Path) -> Path:
+    """``path`` as a Path once its folder exists and takes a new file; otherwise one
+    DataError naming it (a folder under a regular file, /proc, an existing directory)."""
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.is_dir():
+        raise DataError(f"cannot write the ARPA file {out}: it is a directory")
+    above = next((p for p in (out.parent, *out.parent.parents) if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise DataError(f"cannot write the ARPA file {out}: {above} is a file, not a folder")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out.parent, prefix=".arpa-probe-"):
+            pass
+    except OSError as err:
+        raise DataError(f"cannot write the ARPA file {out}: {err.strerror or err}") from None
+    return out
+
+
+def write_arpa(path: str | Path, tables: Sequence[ArpaTable], vocab: Sequence[str]) -> Path:
+    """Write ``tables`` (orders 1..N) as an ARPA file, tokens named by ``vocab``: under a
+    temporary name renamed at the end, so a failed write leaves no partial file."""
+    esc = _escaped_vocab(vocab)
+    out = check_writable(path)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        _write_tables(tmp, tables, esc)
+        os.replace(tmp, out)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise DataError(f"cannot write the ARPA file {out}: {err.strerror or err}") from None
+    return out
+
+
+def _write_tables(out: Path, tables: Sequence[ArpaTable], esc: np.ndarray) -> None:
     with out.open("w", encoding="utf-8", newline="\n") as fh:
         fh.write("\\data\\\n")
         for k, table in enumerate(tables, start=1):
@@ -100,7 +131,6 @@ def write_arpa(path: str | Path, tables: Sequence[ArpaTable], vocab: Sequence[st
                     f"{p}\t{w}\t{b}\n" for p, w, b in zip(probs, words, bows, strict=True)
                 )
         fh.write("\n\\end\\\n")
-    return out
 
 
 class ArpaModel:

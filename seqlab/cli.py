@@ -8,7 +8,9 @@ inside the commands that need them, so ``seqlab plugins`` stays fast.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,8 @@ from typing import Any
 import typer
 
 from pipeline_core.errors import ConfigError, SeqlabError
-from seqlab import cli_plugins
+from pipeline_core.interrupt import Terminated, received_signal
+from seqlab import cli_plugins, cli_runs
 
 app = typer.Typer(
     add_completion=False,
@@ -27,6 +30,9 @@ app = typer.Typer(
 data_app = typer.Typer(no_args_is_help=True, help="Look at a corpus before training on it.")
 app.add_typer(data_app, name="data")
 cli_plugins.register(app)
+cli_runs.register(app)
+
+INTERRUPTED = 130  # the exit code of Ctrl-C (128 + SIGINT); SIGTERM gives 143
 
 QUIET_DEFAULTS = {
     "PREFECT_LOGGING_LEVEL": "WARNING",
@@ -42,6 +48,51 @@ def quiet_services() -> None:
     """Sensible defaults for Prefect and MLflow on a laptop; the user's env wins."""
     for key, value in QUIET_DEFAULTS.items():
         os.environ.setdefault(key, value)
+
+
+def bound_network() -> None:
+    """Every network wait bounded by ``$SEQLAB_NETWORK_TIMEOUT`` (checked here, once)."""
+    from pipeline_core.network import bound_mlflow_http, network_timeout_s
+
+    bound_mlflow_http(network_timeout_s())
+
+
+def probe_tracking(uri: str | None) -> None:
+    """An http(s) tracking server must answer before anything runs (one line if not)."""
+    from pipeline_core.network import probe_tracking_server
+    from pipeline_core.tracking import resolve_tracking_uri
+
+    probe_tracking_server(resolve_tracking_uri(uri))
+
+
+def preflight(run_config: Any) -> None:
+    """What can be refused cheaply, before any heavy import and before Prefect starts:
+    a source that cannot be read (or a synthetic one too large to build) and a SQLite
+    store that cannot be created or written."""
+    from pipeline_core.sources import check_source
+    from pipeline_core.tracking import prepare_store, resolve_tracking_uri
+
+    check_source(run_config.data.source, run_config.data.errors)
+    prepare_store(resolve_tracking_uri(run_config.tracking.tracking_uri))
+
+
+class _WarningLine(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"warning: {' '.join(record.getMessage().split())}"
+
+
+def console_warnings() -> None:
+    """Warnings of the ``seqlab`` logger (e.g. how much of the text became ``<unk>``)
+    as one ``warning: ...`` line each on stderr, whichever thread logs them."""
+    logger = logging.getLogger("seqlab")
+    if not any(getattr(h, "seqlab_console", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setLevel(logging.WARNING)
+        handler.setFormatter(_WarningLine())
+        handler.seqlab_console = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
 
 
 def split_models(models: str) -> list[str]:
@@ -165,22 +216,32 @@ def run_command(
 
     ``--models`` keeps a config file's per-model params for the models it names."""
     quiet_services()
+    bound_network()
     given = [config, data, clean, level, models, epochs, errors, task, *sets]
     if resume is not None and all(v is None for v in given):
+        probe_tracking(tracking_uri)
         run_config = stored_run_config(resume, tracking_uri)
     else:
         run_config = build_run_config(
             config, data, clean, level, models, epochs, tracking_uri, errors, task, sets
         )
+    probe_tracking(run_config.tracking.tracking_uri)
+    console_warnings()
+    preflight(run_config)
     from pipeline_core.experiment import resolve_models
 
     # unknown tasks, plugins and bad configs fail before Prefect starts
     resolve_models(run_config.models, run_config.task, run_config.train)
     from flows.compare import compare_flow
     from flows.console import hide_user_error_tracebacks
+    from flows.server import prefect_api
+    from pipeline_core.interrupt import handle_signals
 
     hide_user_error_tracebacks()
-    result = compare_flow(run_config, resume)
+    # Ctrl-C / SIGTERM stop training and mark the runs KILLED before the Prefect API
+    # (a temporary server of this process unless PREFECT_API_URL is set) goes away
+    with handle_signals(), prefect_api():
+        result = compare_flow(run_config, resume)
     print_leaderboard(result)
     if result.failures:
         for failure in result.failures:
@@ -210,6 +271,7 @@ def score_command(
     """Score a saved model on a corpus prepared the way it was trained."""
     from pipeline_core.experiment import score_checkpoint
 
+    console_warnings()
     if split not in ("train", "val", "test"):
         raise ConfigError(f"--split: must be train, val or test (got {split!r})")
     overrides = {k: v for k, v in {"source": data, "clean": clean}.items() if v is not None}
@@ -246,13 +308,24 @@ def inspect_command(
     level: str = typer.Option("char", "--level", help="Tokens: char or word."),
     errors: str = typer.Option("strict", "--errors", help="strict or ignore."),
     context_len: int = typer.Option(10, "--context-len", help="Window length (SEQ_LEN)."),
+    min_freq: int = typer.Option(1, "--min-freq", help="Rarer tokens become <unk>."),
+    max_vocab: int | None = typer.Option(
+        None, "--max-vocab", help="Keep at most this many tokens; the rest become <unk>."
+    ),
     as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
 ) -> None:
     """Documents, characters, vocabulary and split sizes of a cleaned corpus."""
     from pipeline_core.data_report import inspect_source
 
+    console_warnings()
     report = inspect_source(
-        source, clean=clean, level=level, errors=errors, context_len=context_len
+        source,
+        clean=clean,
+        level=level,
+        errors=errors,
+        context_len=context_len,
+        min_freq=min_freq,
+        max_vocab=max_vocab,
     )
     if as_json:
         print(json.dumps(report))
@@ -271,11 +344,12 @@ def inspect_command(
 
 def _click_exceptions() -> Any:
     """typer vendors click as ``typer._click``; older typers use click itself."""
+    import importlib
+
     try:
-        from typer._click import exceptions
+        return importlib.import_module("typer._click.exceptions")
     except ImportError:  # pragma: no cover - depends on the installed typer
-        from click import exceptions
-    return exceptions
+        return importlib.import_module("click.exceptions")
 
 
 def log_internal_error(err: BaseException) -> Path:
@@ -316,7 +390,10 @@ def main() -> None:
         message = " ".join(err.format_message().split())
         print(f"error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
-    except (exc.Abort, KeyboardInterrupt):
+    except Terminated:
+        print("error: terminated", file=sys.stderr)
+        raise SystemExit(143) from None
+    except (typer.Abort, KeyboardInterrupt):
         print("error: interrupted", file=sys.stderr)
         raise SystemExit(130) from None
     except exc.ClickException as err:
@@ -332,5 +409,10 @@ def main() -> None:
             file=sys.stderr,
         )
         raise SystemExit(1) from None
+    if code == INTERRUPTED:  # typer turns a KeyboardInterrupt into 130, silently
+        if received_signal() == signal.SIGTERM:
+            print("error: terminated", file=sys.stderr)
+            raise SystemExit(143)
+        print("error: interrupted", file=sys.stderr)
     if isinstance(code, int) and code:
         raise SystemExit(code)

@@ -91,3 +91,25 @@ def assert_one_line_error(result: CliResult, *fragments: str) -> None:
     assert "Traceback" not in result.stderr
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
+
+
+# hypothesis (tests/test_fuzz.py): modest runs that write nothing into the tree (a failure
+# prints its @reproduce_failure blob); HYPOTHESIS_PROFILE=seqlab-thorough fuzzes for long.
+try:
+    from hypothesis import HealthCheck
+    from hypothesis import settings as hypothesis_settings
+except ImportError:  # hypothesis is a dev extra; only test_fuzz.py needs it
+    pass
+else:
+    hypothesis_settings.register_profile(
+        "seqlab",
+        max_examples=60,
+        deadline=None,
+        database=None,
+        print_blob=True,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    hypothesis_settings.register_profile(
+        "seqlab-thorough", hypothesis_settings.get_profile("seqlab"), max_examples=2000
+    )
+    hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "seqlab"))

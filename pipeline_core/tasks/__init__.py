@@ -66,6 +66,13 @@ class Task(ABC):
     ) -> int:
         """Batches in one epoch (raises DataError, with the numbers, when none fit)."""
 
+    def check_fill(
+        self, train: np.ndarray, context_len: int, step: int, train_cfg: TrainConfig
+    ) -> None:
+        """Before any run starts: refuse, with the numbers, settings whose batches the
+        train split cannot fill (default: that at least one batch exists)."""
+        self.n_batches(train, context_len, step, train_cfg)
+
     @abstractmethod
     def batches(
         self,

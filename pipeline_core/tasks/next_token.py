@@ -72,6 +72,32 @@ class NextTokenTask(Task):
             n = min(n, train_cfg.max_batches_per_epoch)
         return n
 
+    def check_fill(
+        self, train: np.ndarray, context_len: int, step: int, train_cfg: TrainConfig
+    ) -> None:
+        """Windows: at least ``batch_size`` of them; stateful: ``batch_size`` streams of
+        at least ``context_len`` tokens each. Otherwise a DataError with the numbers."""
+        self.n_batches(train, context_len, step, train_cfg)
+        n, size = len(train), train_cfg.batch_size
+        if train_cfg.bptt == "stateful":
+            _, length = stream_layout(n, size, context_len)
+            if length < context_len:
+                raise DataError(
+                    f"train.bptt stateful: the train split's {n:,} tokens cut into "
+                    f"train.batch_size={size} streams give {length:,} tokens each, fewer "
+                    f"than data.context_len={context_len}; lower train.batch_size or "
+                    "data.context_len"
+                )
+            return
+        window = context_len + 1
+        n_windows = count_windows(n, window, step)
+        if n_windows < size:
+            raise DataError(
+                f"train.batch_size={size} cannot be filled: the train split's {n:,} tokens "
+                f"give {n_windows:,} windows of context_len + 1 = {window} every "
+                f"data.step={step}; lower train.batch_size, data.step or data.context_len"
+            )
+
     def batches(
         self,
         train: np.ndarray,

@@ -1,0 +1,186 @@
+"""Faults a real process survives: SIGKILL at random moments (during training, MLflow
+logging and checkpoint writing) followed by ``--resume`` reaches the metrics of a run
+never interrupted; several ``seqlab run`` at once on one SQLite store all complete."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from mlflow import MlflowClient
+
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.slow
+
+CONFIG = {
+    "data": {"source": "synthetic:markov?length=16000", "clean": "none", "context_len": 16},
+    "models": [
+        {"plugin": "ngram", "params": {"order": 4}},
+        {
+            "plugin": "lstm",
+            "params": {"embedding_dim": 16, "hidden_size": 48},
+            "train": {"bptt": "stateful"},
+        },
+    ],
+    "train": {"epochs": 4, "batch_size": 8, "lr": 0.005, "progress": False},
+    "tracking": {"sample_len": 20},
+}
+
+
+def _runs(uri: str) -> list:
+    client = MlflowClient(uri)
+    return client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+def _parent_id(uri: str) -> str | None:
+    """Read with sqlite3 itself: an MlflowClient would create the tables, racing the
+    process under test that is creating them."""
+    import sqlite3
+
+    db = Path(uri.removeprefix("sqlite:///"))
+    if not db.exists():
+        return None
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            row = conn.execute(
+                "SELECT run_uuid FROM tags WHERE key = 'seqlab.kind' AND value = 'compare'"
+            ).fetchone()
+    except sqlite3.Error:
+        return None
+    return str(row[0]) if row else None
+
+
+def _start(config: Path, uri: str, cwd: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    parent = _parent_id(uri)
+    args = ["--resume", parent] if parent else ["--config", str(config)]
+    return subprocess.Popen(
+        [sys.executable, "-m", "seqlab", "run", *args, "--tracking-uri", uri],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _checkpoints_whole(artifacts: Path) -> None:
+    """Every checkpoint under its real name loads: nothing is half-written."""
+    for path in artifacts.rglob("*.pt"):
+        torch.load(path, map_location="cpu", weights_only=True)
+
+
+def test_repeated_kills_then_resume_reach_the_uninterrupted_metrics(
+    prefect_server: str, tmp_path: Path
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(CONFIG), encoding="utf-8")
+    whole_uri = f"sqlite:///{tmp_path / 'whole' / 'mlruns.db'}"
+    whole = run_cli("run", "--config", str(config), "--tracking-uri", whole_uri, cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+
+    store = tmp_path / "killed"
+    uri = f"sqlite:///{store / 'mlruns.db'}"
+    rng = random.Random(20261125)
+    kills = 0
+    slow_writes = 0
+    for trial in range(8):
+        env = os.environ.copy()
+        during_write = trial in (2, 5)  # kill while a checkpoint is between copy and rename
+        if during_write:
+            env["SEQLAB_FAULT_DELAY"] = "artifact:3"
+        proc = _start(config, uri, tmp_path, env)
+        try:
+            deadline = time.monotonic() + 240
+            if during_write:
+                while not any(store.glob("mlartifacts/**/.*.tmp-*")):
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.02)
+            else:
+                while _parent_id(uri) is None and proc.poll() is None:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.1)
+                time.sleep(rng.uniform(0.0, 4.0))
+            if proc.poll() is not None:
+                break  # it finished before this kill: the comparison is complete
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+            kills += 1
+            slow_writes += during_write
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        # after every kill the store opens and every checkpoint is whole
+        assert isinstance(_runs(uri), list)
+        _checkpoints_whole(store / "mlartifacts")
+    assert kills >= 5 and slow_writes >= 1, (kills, slow_writes)
+
+    final = run_cli("run", "--resume", str(_parent_id(uri)), "--tracking-uri", uri, cwd=tmp_path)
+    assert final.returncode == 0, final.stdout[-2000:] + final.stderr[-2000:]
+    runs = _runs(uri)
+    assert len(runs) == 3  # one parent, one run per model, however many kills
+    assert all(r.info.status == "FINISHED" for r in runs)
+    got = {r.info.run_name: r.data.metrics for r in runs}
+    want = {r.info.run_name: r.data.metrics for r in _runs(whole_uri)}
+    for name in ("ngram", "lstm"):
+        for metric in ("test_bpc", "val_bpc", "test_acc1", "test_nll"):
+            assert got[name][metric] == pytest.approx(want[name][metric], abs=1e-9), (
+                name,
+                metric,
+            )
+    _checkpoints_whole(store / "mlartifacts")
+
+
+def test_concurrent_runs_on_one_sqlite_store_all_complete(
+    prefect_server: str, tmp_path: Path
+) -> None:
+    """Two processes meet a store that does not exist yet, then four an existing one."""
+    uri = f"sqlite:///{tmp_path / 'shared' / 'mlruns.db'}"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def launch(i: int) -> subprocess.Popen[str]:
+        args = ["--tracking-uri", uri, "--data", f"synthetic:markov?length=3000&seed={i}"]
+        args += ["--models", "ngram,lstm", "--epochs", "1", "--set", "train.progress=false"]
+        args += ["--set", "train.num_threads=1", "--set", "tracking.sample_len=10"]
+        args += ["--set", "train.max_batches_per_epoch=10"]
+        return subprocess.Popen(
+            [sys.executable, "-m", "seqlab", "run", *args],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    seed = 0
+    for wave, n_procs in (("new store", 2), ("existing store", 4)):
+        procs = [launch(seed + i) for i in range(n_procs)]
+        seed += n_procs
+        for proc in procs:
+            _out, err = proc.communicate(timeout=600)
+            assert proc.returncode == 0, f"{wave}: {err[-3000:]}"
+    runs = _runs(uri)
+    parents = [r for r in runs if r.data.tags.get("seqlab.kind") == "compare"]
+    assert len(parents) == 6
+    client = MlflowClient(uri)
+    for parent in parents:
+        assert parent.info.status == "FINISHED"
+        assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {
+            "leaderboard.csv",
+            "config.json",
+        }
+        children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+        assert sorted(c.info.run_name for c in children) == ["lstm", "ngram"]
+        for child in children:
+            assert child.info.status == "FINISHED"
+            assert "test_bpc" in child.data.metrics
+            paths = {a.path for a in client.list_artifacts(child.info.run_id)}
+            assert {"model", "samples.txt", "vocab.json"} <= paths
