@@ -22,7 +22,7 @@ from tests.conftest import run_cli
 pytestmark = pytest.mark.slow
 
 CONFIG = {
-    "data": {"source": "synthetic:markov?length=16000", "clean": "none", "context_len": 16},
+    "data": {"source": "synthetic:markov?length=40000", "clean": "none", "context_len": 16},
     "models": [
         {"plugin": "ngram", "params": {"order": 4}},
         {
@@ -31,7 +31,7 @@ CONFIG = {
             "train": {"bptt": "stateful"},
         },
     ],
-    "train": {"epochs": 4, "batch_size": 8, "lr": 0.005, "progress": False},
+    "train": {"epochs": 6, "batch_size": 8, "lr": 0.005, "progress": False},
     "tracking": {"sample_len": 20},
 }
 
@@ -57,6 +57,22 @@ def _parent_id(uri: str) -> str | None:
     except sqlite3.Error:
         return None
     return str(row[0]) if row else None
+
+
+def _count(uri: str, sql: str) -> int:
+    import sqlite3
+
+    db = Path(uri.removeprefix("sqlite:///"))
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            return int(conn.execute(sql).fetchone()[0])
+    except sqlite3.Error:
+        return 0
+
+
+EPOCHS_LOGGED = "SELECT COUNT(*) FROM metrics WHERE key = 'val_nll' AND step > 0"
 
 
 def _start(config: Path, uri: str, cwd: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -91,30 +107,36 @@ def test_repeated_kills_then_resume_reach_the_uninterrupted_metrics(
     rng = random.Random(20261125)
     kills = 0
     slow_writes = 0
-    for trial in range(8):
+    # where each kill lands: between a checkpoint's copy and its rename ("write"), at a
+    # random moment after the next epoch was logged ("epoch": MLflow logging, the next
+    # epoch's training, checkpointing), or at a random moment after launch ("random")
+    plan = ["write", "epoch", "random", "epoch", "write", "epoch", "random", "epoch"]
+    for moment in plan:
         env = os.environ.copy()
-        during_write = trial in (2, 5)  # kill while a checkpoint is between copy and rename
-        if during_write:
+        if moment == "write":
             env["SEQLAB_FAULT_DELAY"] = "artifact:3"
+        epochs_before = _count(uri, EPOCHS_LOGGED)
         proc = _start(config, uri, tmp_path, env)
         try:
             deadline = time.monotonic() + 240
-            if during_write:
+            if moment == "write":
                 while not any(store.glob("mlartifacts/**/.*.tmp-*")):
                     if proc.poll() is not None or time.monotonic() > deadline:
                         break
                     time.sleep(0.02)
-            else:
-                while _parent_id(uri) is None and proc.poll() is None:
+            elif moment == "epoch":
+                while _count(uri, EPOCHS_LOGGED) == epochs_before and proc.poll() is None:
                     assert time.monotonic() < deadline
-                    time.sleep(0.1)
-                time.sleep(rng.uniform(0.0, 4.0))
+                    time.sleep(0.05)
+                time.sleep(rng.uniform(0.0, 1.0))
+            else:
+                time.sleep(rng.uniform(0.0, 8.0))
             if proc.poll() is not None:
                 break  # it finished before this kill: the comparison is complete
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=30)
             kills += 1
-            slow_writes += during_write
+            slow_writes += moment == "write"
         finally:
             if proc.poll() is None:
                 proc.kill()

@@ -96,6 +96,7 @@ def test_fixture_is_a_separate_distribution(installed: Installed) -> None:
     dist_infos = sorted(p.name for p in installed.site.glob("*.dist-info"))
     assert dist_infos == [
         "seqlab_brokenplugin-0.1.0.dist-info",
+        "seqlab_hostileplugins-0.1.0.dist-info",
         "seqlab_toyplugin-0.1.0.dist-info",
     ]
     entry_points = installed.site / "seqlab_toyplugin-0.1.0.dist-info" / "entry_points.txt"
