@@ -10,9 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from pipeline_core.contract import EpochRecord, load_weights_only
+from pipeline_core.contract import EpochRecord, load_weights_only, write_torch
 from pipeline_core.errors import DataError
 from pipeline_core.tracking import RunRef, Tracker
 from pipeline_core.training import Callback, Trainer
@@ -58,7 +56,7 @@ class MlflowCheckpoint(Callback):
         payload = {"format": TRAINER_FORMAT, "trainer": trainer.checkpoint_state()}
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / CHECKPOINT_FILE
-            torch.save(payload, path)
+            write_torch(payload, path)
             self.tracker.log_file(self.run, path, CHECKPOINT_DIR)
 
 

@@ -184,7 +184,7 @@ class SequenceModel(ABC):
         }
         out = Path(path)
         out.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(payload, out)
+        write_torch(payload, out)
         return out
 
     @classmethod
@@ -248,6 +248,20 @@ def _malformed(payload: dict[str, Any]) -> str | None:
         if extra.get(key) is not None and not isinstance(extra[key], kind):
             return f"extra.{key}"
     return None
+
+
+def write_torch(payload: Any, path: Path) -> None:
+    """``torch.save`` with a one-line error when the file cannot be written (a full
+    disk makes torch raise an obscure ``RuntimeError`` from its zip writer)."""
+    try:
+        torch.save(payload, path)
+    except (OSError, RuntimeError) as err:
+        path.unlink(missing_ok=True)
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise DataError(
+            f"{path}: could not write the checkpoint ({' '.join(reason.split())[:120]}); "
+            "is the disk full or the folder unwritable?"
+        ) from None
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -215,9 +215,13 @@ class Tracker:
         folder.mkdir(parents=True, exist_ok=True)
         source = Path(path)
         tmp = folder / f".{source.name}.tmp-{os.getpid()}"
-        shutil.copyfile(source, tmp)
-        fault_delay("artifact")  # tests kill a process here, between copy and rename
-        os.replace(tmp, folder / source.name)
+        try:
+            shutil.copyfile(source, tmp)
+            fault_delay("artifact")  # tests kill a process here, between copy and rename
+            os.replace(tmp, folder / source.name)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a full disk leaves no partial file behind
+            raise
 
     def local_artifact_dir(self, run: RunRef) -> Path | None:
         """The run's artifact folder when the store keeps artifacts on this disk."""

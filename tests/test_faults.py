@@ -206,3 +206,43 @@ def test_concurrent_runs_on_one_sqlite_store_all_complete(
             assert "test_bpc" in child.data.metrics
             paths = {a.path for a in client.list_artifacts(child.info.run_id)}
             assert {"model", "samples.txt", "vocab.json"} <= paths
+
+
+def test_a_full_disk_fails_the_model_in_one_line_and_leaves_no_partial_file(
+    prefect_server: str, tmp_path: Path
+) -> None:
+    """The process may write files of at most 1.5 MB (RLIMIT_FSIZE, as a disk that
+    fills up): the LSTM's per-epoch checkpoint cannot be written."""
+    import resource
+
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    store_ready = run_cli(
+        "run", "--data", "synthetic:markov?length=3000", "--models", "ngram",
+        "--tracking-uri", uri, cwd=tmp_path,
+    )  # fmt: skip
+    assert store_ready.returncode == 0, store_ready.stderr[-2000:]
+
+    def limit_file_size() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past it fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1_500_000, 1_500_000))
+
+    args = ["--data", "synthetic:markov?length=3000", "--models", "ngram,lstm"]
+    args += ["--epochs", "1", "--set", "train.progress=false", "--tracking-uri", uri]
+    proc = subprocess.run(
+        [sys.executable, "-m", "seqlab", "run", *args],
+        cwd=tmp_path,
+        env=os.environ.copy(),
+        preexec_fn=limit_file_size,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: model lstm failed: "), proc.stderr
+    assert "could not write the checkpoint" in lines[0] and "Traceback" not in proc.stderr
+    runs = {r.info.run_name: r for r in _runs(uri)}
+    assert runs["lstm"].info.status == "FAILED"
+    artifacts = tmp_path / "mlartifacts"
+    assert not list(artifacts.rglob(".*.tmp-*"))  # no partial file left behind
+    _checkpoints_whole(artifacts)  # nothing half-written under a real name
