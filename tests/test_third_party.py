@@ -40,11 +40,15 @@ class Installed:
     site: Path
     env: dict[str, str]
 
-    def seqlab(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    def seqlab(
+        self, *args: str, cwd: Path = REPO, prefect: str | None = None, timeout: float = 600
+    ) -> subprocess.CompletedProcess[str]:
+        """``seqlab ARGS`` seeing the installed plugins (and a Prefect server, if given)."""
+        env = dict(self.env, PREFECT_API_URL=prefect) if prefect else self.env
         return subprocess.run(
             [sys.executable, "-m", "seqlab", *args],
-            cwd=REPO,
-            env=self.env,
+            cwd=cwd,
+            env=env,
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -150,28 +154,11 @@ def test_check_plugin_on_broken_plugin_is_a_one_line_error(installed: Installed)
 def test_toy_runs_beside_the_builtins(
     installed: Installed, prefect_server: str, tmp_path: Path
 ) -> None:
-    env = dict(installed.env, PREFECT_API_URL=prefect_server)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "seqlab",
-            "run",
-            "--data",
-            "synthetic:markov?length=3000",
-            "--models",
-            f"ngram,lstm,{TOY}",
-            "--epochs",
-            "1",
-            "--tracking-uri",
-            f"sqlite:///{tmp_path / 'mlruns.db'}",
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = installed.seqlab(
+        "run", "--data", "synthetic:markov?length=3000", "--models", f"ngram,lstm,{TOY}",
+        "--epochs", "1", "--tracking-uri", f"sqlite:///{tmp_path / 'mlruns.db'}",
+        cwd=tmp_path, prefect=prefect_server,
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert TOY in proc.stdout
     assert "ngram" in proc.stdout and "lstm" in proc.stdout
@@ -191,26 +178,10 @@ def test_a_liar_and_a_crasher_fail_only_their_own_runs(
     from mlflow.artifacts import load_text
 
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
-    env = dict(installed.env, PREFECT_API_URL=prefect_server)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "seqlab",
-            "run",
-            "--data",
-            "synthetic:markov?length=3000",
-            "--models",
-            "ngram,liar,crasher",
-            "--tracking-uri",
-            uri,
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = installed.seqlab(
+        "run", "--data", "synthetic:markov?length=3000", "--models", "ngram,liar,crasher",
+        "--tracking-uri", uri, cwd=tmp_path, prefect=prefect_server,
+    )  # fmt: skip
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr and "UnfinishedRun" not in proc.stderr
     lines = sorted(ln for ln in proc.stderr.splitlines() if ln.strip())
