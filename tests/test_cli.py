@@ -170,7 +170,7 @@ def test_invalid_plugin_param_in_config_file(tmp_path: Path, model: str, field: 
     assert_one_line_error(result, f"models.{plugin}", field)
 
 
-@pytest.mark.parametrize("plugin", ["ngram", "lstm"])
+@pytest.mark.parametrize("plugin", ["ngram", "lstm", "rnn", "gru"])
 def test_check_plugin_passes_for_builtins(plugin: str) -> None:
     result = run_cli("check-plugin", plugin)
     assert result.returncode == 0, result.stdout[-3000:]
