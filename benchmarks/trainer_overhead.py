@@ -210,7 +210,7 @@ class BareLoop:
         x = torch.from_numpy(batch.inputs)
         y = torch.from_numpy(batch.targets)
         optimizer.zero_grad(set_to_none=True)
-        hidden, _ = model.lstm(model.embedding(x))
+        hidden, _ = model.rnn(model.embedding(x))
         logits = model.head(hidden)
         loss = torch.nn.functional.cross_entropy(
             logits.reshape(-1, logits.shape[-1]), y.reshape(-1)
