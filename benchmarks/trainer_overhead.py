@@ -64,7 +64,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a plain s
 from pipeline_core.callbacks import MlflowCheckpoint, MlflowMetrics
 from pipeline_core.config import DataConfig, TrainConfig
 from pipeline_core.contract import seed_everything
-from pipeline_core.experiment import clean, encode, fit_data, ingest, val_tokens_per_char
+from pipeline_core.experiment import clean, encode, fit_data, ingest
 from pipeline_core.metrics import evaluate
 from pipeline_core.tasks import Batch, Task, get_task
 from pipeline_core.tasks.next_token import NextTokenTask
@@ -178,7 +178,7 @@ def time_seqlab(
     model = new_model(setup)
     run = tracker.start_run(name, experiment="trainer-overhead")
     callbacks = [
-        MlflowMetrics(tracker, run, val_tokens_per_char(setup.corpus)),
+        MlflowMetrics(tracker, run, get_task("next-token").tokens_per_char(setup.corpus, "val")),
         MlflowCheckpoint(tracker, run),
     ]
     started = time.perf_counter()
@@ -236,6 +236,7 @@ class InterleavedTask(NextTokenTask):
     and so is building the batches, which both loops need."""
 
     def __init__(self, bare: BareLoop, bare_first: bool) -> None:
+        super().__init__()
         self.bare, self.bare_first = bare, bare_first
         self.bare_s = 0.0
         self.build_s = 0.0

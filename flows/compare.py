@@ -41,6 +41,8 @@ class ComparisonResult:
     results: list[ModelResult]
     entropy_rate_bits: float | None = None
     resumed: list[str] = field(default_factory=list)
+    task: str = "next-token"
+    notes: list[str] = field(default_factory=list)
 
     @property
     def failures(self) -> list[ModelResult]:
@@ -81,12 +83,13 @@ def compare_flow(config: RunConfig, resume: str | None = None) -> ComparisonResu
     uri = resolve_tracking_uri(config.tracking.tracking_uri)
     tracker = get_tracker(uri)
     # fail before any run starts: unknown task or plugin, a bad config, a bad resume
-    resolved = experiment.resolve_models(config.models, config.task, config.train)
+    the_task = experiment.make_task(config)
+    resolved = experiment.resolve_models(config.models, the_task, config.train)
     plan = plan_resume(tracker, resume, config) if resume else None
     docs = clean_task(ingest_task(config.data), config.data)
     corpus = vectorize_task(docs, config.data)
     # batches the data cannot fill, a step past the train split: refused before any run
-    experiment.check_fits(resolved, corpus, config.task)
+    experiment.check_fits(resolved, corpus, the_task)
     tags = flow_run_tags()
     if plan is not None and resume is not None:
         check_data(plan, resume, corpus.text_sha256)
@@ -104,16 +107,18 @@ def compare_flow(config: RunConfig, resume: str | None = None) -> ComparisonResu
             if item.label in results:
                 continue
             resume_run = plan.unfinished.get(item.label) if plan else None
-            trained = train_task.submit(item, corpus, config.task, uri, parent, tags, resume_run)
+            trained = train_task.submit(
+                item, corpus, the_task, uri, parent, tags, resume_run, config.tracking
+            )
             # Prefect resolves the future ``trained`` into its result before evaluate runs
             evaluated = evaluate_task.submit(  # type: ignore[call-overload]
-                trained, corpus, config.task, uri, config.tracking, config.train.seed
+                trained, corpus, the_task, uri, config.tracking, config.train.seed
             )
             pending.append((item, trained, evaluated))
         for item, trained, evaluated in pending:
             results[item.label] = collect(item, trained, evaluated)
         ordered = [results[item.label] for item in resolved]
-        table = experiment.finish_comparison(tracker, parent, ordered)
+        table, notes = experiment.finish_comparison(tracker, parent, ordered, the_task, corpus)
     return ComparisonResult(
         parent_run_id=parent.run_id,
         experiment=experiment.experiment_name(config.data, config.tracking, config.task),
@@ -122,4 +127,6 @@ def compare_flow(config: RunConfig, resume: str | None = None) -> ComparisonResu
         results=ordered,
         entropy_rate_bits=experiment.source_entropy_bits(config.data),
         resumed=sorted(plan.finished) if plan else [],
+        task=config.task,
+        notes=notes,
     )

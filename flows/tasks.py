@@ -12,6 +12,7 @@ from prefect.cache_policies import NO_CACHE
 
 from pipeline_core import experiment
 from pipeline_core.config import DataConfig, RunConfig, TrackingConfig
+from pipeline_core.tasks import Task
 from pipeline_core.tracking import RunRef, get_tracker
 from pipeline_core.vectorize import EncodedCorpus
 
@@ -43,21 +44,24 @@ def start_comparison_task(
 def train_task(
     resolved: experiment.ResolvedModel,
     corpus: EncodedCorpus,
-    task_name: str,
+    task_name: str | Task,
     tracking_uri: str,
     parent: RunRef,
     tags: dict[str, str],
     resume_run: RunRef | None = None,
+    tracking: TrackingConfig | None = None,
 ) -> experiment.TrainedModel:
     tracker = get_tracker(tracking_uri)
-    return experiment.train_model(resolved, corpus, task_name, tracker, parent, tags, resume_run)
+    return experiment.train_model(
+        resolved, corpus, task_name, tracker, parent, tags, resume_run, tracking
+    )
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
 def evaluate_task(
     trained: experiment.TrainedModel,
     corpus: EncodedCorpus,
-    task_name: str,
+    task_name: str | Task,
     tracking_uri: str,
     tracking: TrackingConfig,
     seed: int,

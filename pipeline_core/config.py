@@ -165,13 +165,31 @@ class TrackingConfig(StrictModel):
         "that order (at most 3; 0: none).",
     )
     sample_len: int = Field(default=200, ge=1, description="Tokens per generated sample.")
+    iteration_samples: int = Field(
+        default=0,
+        ge=0,
+        description="After every epoch, greedy tokens generated from a random seed window "
+        "of the train split, logged as `iterations/iteration_NNN.txt` (the tutorial's "
+        "per-iteration report; 0: off).",
+    )
+    gradient_flow: bool = Field(
+        default=True,
+        description="Log each recurrent model's gradient norm per time step, "
+        "`gradient_flow.png` and `.json` (the vanishing gradient made visible).",
+    )
 
 
 class RunConfig(StrictModel):
     """The whole resolved configuration of one ``seqlab run``."""
 
     task: str = Field(
-        default="next-token", description="The task every model is trained and scored on."
+        default="next-token",
+        description="The task every model is trained and scored on: next-token, fill-blank "
+        "or transduce.",
+    )
+    task_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The task's own options (see the task reference below); validated by the task.",
     )
     data: DataConfig = Field(
         default_factory=DataConfig, description="The corpus and how it is tokenized and split."

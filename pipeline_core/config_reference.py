@@ -57,6 +57,7 @@ class Section:
     description: str
     default: str
     rows: tuple[Row, ...]
+    title: str = ""
 
 
 # ---- one field -------------------------------------------------------------------------
@@ -199,6 +200,20 @@ def sections(model: type[BaseModel] = RunConfig, prefix: str = "") -> list[Secti
     return [s for s in out if s.rows]
 
 
+def task_sections() -> list[Section]:
+    """One section per registered task with options: the keys of ``task_options``."""
+    from pipeline_core.tasks import get_task, known_tasks
+
+    out = []
+    for name in known_tasks():
+        options = type(get_task(name)).options_class
+        rows = _rows(options, "task_options.")
+        if rows:
+            title = f"`task_options.*` ({name})"
+            out.append(Section("task_options.", f"With `task: {name}`.", "", tuple(rows), title))
+    return out
+
+
 def config_keys(model: type[BaseModel] = RunConfig) -> list[str]:
     """Every documented key, e.g. ``train.epochs`` and ``models[].plugin``."""
     return [row.key for section in sections(model) for row in section.rows]
@@ -233,8 +248,8 @@ def render_reference(model: type[BaseModel] = RunConfig) -> str:
         "`--set 'models=[{plugin: ngram, params: {order: 3}}]'`). `null` means unset; an "
         "unknown key is an error that names it.",
     ]
-    for section in sections(model):
-        title = f"`{section.prefix}*`" if section.prefix else "Top level"
+    for section in [*sections(model), *(task_sections() if model is RunConfig else [])]:
+        title = section.title or (f"`{section.prefix}*`" if section.prefix else "Top level")
         lines += ["", f"### {title}", ""]
         if section.description:
             text = section.description

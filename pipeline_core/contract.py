@@ -43,8 +43,8 @@ from pydantic import BaseModel, ConfigDict
 from pipeline_core.config import validate_model
 from pipeline_core.errors import ConfigError, DataError, PluginError
 
-TaskKind = Literal["next-token", "fill-blank"]
-TASK_KINDS: tuple[TaskKind, ...] = ("next-token", "fill-blank")
+TaskKind = Literal["next-token", "fill-blank", "transduce"]
+TASK_KINDS: tuple[TaskKind, ...] = ("next-token", "fill-blank", "transduce")
 #: A recurrent state: a tensor, or a tuple of tensors (an LSTM's (h, c)), or None.
 State = Any
 CHECKPOINT_FORMAT = 1
@@ -146,6 +146,20 @@ class SequenceModel(ABC):
     def fill_blank_log_proba(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
         """For ``fill-blank`` plugins: log p(token | left context, right context), (B, V)."""
         raise PluginError(f"{type(self).__name__} does not support the fill-blank task")
+
+    def transduce(
+        self, sources: Sequence[np.ndarray], max_len: int, beam_size: int = 1
+    ) -> list[np.ndarray]:
+        """For ``transduce`` plugins: the output ids for each source (1-D id arrays),
+        at most ``max_len`` tokens each; ``beam_size`` 1 is greedy decoding."""
+        raise PluginError(f"{type(self).__name__} does not support the transduce task")
+
+    def target_log_proba(
+        self, sources: Sequence[np.ndarray], targets: Sequence[np.ndarray]
+    ) -> list[np.ndarray]:
+        """For ``transduce`` plugins: log p(target token | source, earlier target tokens)
+        for every token of each target and its end, (len(target) + 1,) per pair."""
+        raise PluginError(f"{type(self).__name__} does not support the transduce task")
 
     @property
     @abstractmethod
@@ -336,6 +350,29 @@ class TorchSequenceModel(torch.nn.Module, SequenceModel):
 
     #: True when ``forward(x, state=None) -> (logits, state)`` carries a state.
     stateful: ClassVar[bool] = False
+
+    def fill_blank_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Neural ``fill-blank`` plugins: logits (B, T, V) where position t predicts
+        ``x[:, t]`` from ``x[:, :t]`` and ``x[:, t+1:]``, never from ``x[:, t]`` itself
+        (the fill-blank task trains on it)."""
+        raise PluginError(f"{type(self).__name__} does not support the fill-blank task")
+
+    def pair_logits(
+        self, source: torch.Tensor, target_in: torch.Tensor, progress: float = 1.0
+    ) -> torch.Tensor:
+        """Neural ``transduce`` plugins: logits (B, T, V + 1) for each target position
+        (class V is the end of the sequence), given the padded ``source`` (B, S) and the
+        decoder's inputs ``target_in`` (B, T); ``progress`` in [0, 1] is how far training
+        has gone, for a teacher-forcing schedule (the transduce task trains on it)."""
+        raise PluginError(f"{type(self).__name__} does not support the transduce task")
+
+    def hidden_sequence(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """For gradient diagnostics: ``(logits (B, T, V), hidden (B, T, H))`` from one
+        fresh pass, where ``hidden[:, t]`` is the state h_t the logits at t are computed
+        from, and a gradient taken on ``hidden[:, t]`` includes the paths through every
+        later step (a fused layer's output tensor does not: see
+        ``plugins.recurrent.hidden_through_time``). None: no such state exposed."""
+        return None
 
     def __init__(self, vocab_size: int, config: PluginConfig | Mapping[str, Any] | None = None):
         torch.nn.Module.__init__(self)

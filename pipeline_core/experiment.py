@@ -8,12 +8,14 @@ row of the leaderboard, with its reason.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pipeline_core.config import (
@@ -25,12 +27,15 @@ from pipeline_core.config import (
     model_train_config,
 )
 from pipeline_core.contract import EpochRecord, FitData, SequenceModel, TorchSequenceModel
-from pipeline_core.errors import ConfigError, DataError
+from pipeline_core.errors import ConfigError, DataError, PluginError
 from pipeline_core.interrupt import raise_if_stopped
-from pipeline_core.metrics import Scores, evaluate, scored_chars
+from pipeline_core.metrics import Scores, evaluate
 from pipeline_core.sources import synthetic_metadata
+from pipeline_core.tasks import Task, as_task, get_task
 from pipeline_core.tracking import RunRef, Tracker, describe_error
 from pipeline_core.vectorize import EncodedCorpus, corpus_text, vectorize_cached
+
+log = logging.getLogger("seqlab")
 
 
 # ---- naming --------------------------------------------------------------------------
@@ -93,14 +98,20 @@ class ResolvedModel:
         return self.spec.label
 
 
-def resolve_models(specs: list[ModelSpec], task: str, train: TrainConfig) -> list[ResolvedModel]:
+def make_task(config: RunConfig) -> Task:
+    """The run's task with its validated options (a one-line error names a bad one)."""
+    return get_task(config.task, config.task_options)
+
+
+def resolve_models(
+    specs: list[ModelSpec], task: str | Task, train: TrainConfig
+) -> list[ResolvedModel]:
     """Find every plugin and validate every config *before* anything is trained: an
     unknown task, a plugin without the task, or settings it cannot honour fail here."""
     from pipeline_core.registry import load_plugin, plugin_info
-    from pipeline_core.tasks import get_task
     from pipeline_core.training import check_trainable
 
-    the_task = get_task(task)
+    the_task = as_task(task)
     labels = [s.label for s in specs]
     dupes = sorted({lbl for lbl in labels if labels.count(lbl) > 1})
     if dupes:
@@ -139,6 +150,8 @@ class TrainedModel:
     history: list[EpochRecord]
     train_seconds: float
     run: RunRef
+    #: ‖∂L/∂h_t‖ per time step of a val window (None: not recurrent, or not asked for)
+    grad_flow: list[float] | None = None
 
 
 @dataclass
@@ -154,19 +167,19 @@ class ModelResult:
     scoring: str = ""
     error: str | None = None
     samples: dict[str, str] | None = None
+    grad_flow: list[float] | None = None
 
     @property
     def failed(self) -> bool:
         return self.error is not None
 
 
-def check_fits(resolved: list[ResolvedModel], corpus: EncodedCorpus, task: str) -> None:
+def check_fits(resolved: list[ResolvedModel], corpus: EncodedCorpus, task: str | Task) -> None:
     """Refuse, with the numbers and before any run starts, settings the prepared corpus
     cannot serve: a ``data.step`` that leaves the train split a single window, and for
     every model the Trainer fits, batches the train split cannot fill."""
-    from pipeline_core.tasks import get_task
-
-    the_task = get_task(task)
+    the_task = as_task(task)
+    the_task.prepare(corpus)
     cfg, train = corpus.config, corpus.train
     starts = len(train) - cfg.context_len  # windows of context_len + 1 tokens
     if cfg.step > 1 and cfg.step >= starts:
@@ -179,7 +192,8 @@ def check_fits(resolved: list[ResolvedModel], corpus: EncodedCorpus, task: str) 
     for item in resolved:
         if issubclass(item.plugin_cls, TorchSequenceModel):
             try:
-                the_task.check_fill(train, cfg.context_len, cfg.step, item.train)
+                trains_by = the_task.training_task(item.plugin_cls)
+                trains_by.check_fill(train, cfg.context_len, cfg.step, item.train)
             except DataError as err:
                 raise DataError(f"model '{item.label}': {err}") from None
 
@@ -192,13 +206,6 @@ def fit_data(corpus: EncodedCorpus) -> FitData:
         context_len=corpus.config.context_len,
         step=corpus.config.step,
     )
-
-
-def val_tokens_per_char(corpus: EncodedCorpus) -> float:
-    """Tokens scored on val per character they cover: turns val nll into val bpc exactly
-    as the final val figure is computed."""
-    n_tokens = len(corpus.scoring_positions("val"))
-    return n_tokens / max(scored_chars(corpus, "val"), 1)
 
 
 def start_model_run(
@@ -235,20 +242,26 @@ def start_model_run(
 def train_model(
     resolved: ResolvedModel,
     corpus: EncodedCorpus,
-    task: str,
+    task: str | Task,
     tracker: Tracker,
     parent: RunRef,
     tags: dict[str, str],
     resume_run: RunRef | None = None,
+    tracking: TrackingConfig | None = None,
 ) -> TrainedModel:
     """Fit one model in its child run (a new one, or ``resume_run`` continued from its
     last per-epoch checkpoint), logging each epoch and checkpointing after it."""
-    from pipeline_core.callbacks import MlflowCheckpoint, MlflowMetrics, load_trainer_checkpoint
-    from pipeline_core.tasks import get_task
-    from pipeline_core.training import fit_model
+    from pipeline_core.callbacks import (
+        IterationSamples,
+        MlflowCheckpoint,
+        MlflowMetrics,
+        load_trainer_checkpoint,
+    )
+    from pipeline_core.training import Callback, fit_model
 
     raise_if_stopped()  # Ctrl-C while this model waited its turn: it never starts
-    the_task = get_task(task)
+    the_task = as_task(task)
+    the_task.prepare(corpus)
     carry = carries_state(resolved)
     if resume_run is None:
         run = start_model_run(resolved, corpus, tracker, parent, tags)
@@ -261,28 +274,67 @@ def train_model(
         model = resolved.plugin_cls.create(
             len(corpus.vocab), resolved.config, seed=resolved.train.seed
         )
+        callbacks: list[Callback] = [
+            MlflowMetrics(tracker, run, the_task.tokens_per_char(corpus, "val")),
+            MlflowCheckpoint(tracker, run),
+        ]
+        if tracking is not None and tracking.iteration_samples:
+            n, seed = tracking.iteration_samples, resolved.train.seed
+            callbacks.append(IterationSamples(tracker, run, model, corpus, n, seed))
         started = time.perf_counter()
         history = fit_model(
             model,
             fit_data(corpus),
             resolved.train,
             task=the_task,
-            callbacks=[
-                MlflowMetrics(tracker, run, val_tokens_per_char(corpus)),
-                MlflowCheckpoint(tracker, run),
-            ],
+            callbacks=callbacks,
             validate=lambda m: the_task.score(m, corpus, "val", carry).nll,
             resume_from=saved,
         )
         seconds = time.perf_counter() - started
         tracker.log_metrics(run, {"train_seconds": seconds})
-    return TrainedModel(resolved, model, history, seconds, run)
+        flow = None
+        if tracking is None or tracking.gradient_flow:
+            flow = record_gradient_flow(model, corpus, tracker, run, resolved)
+    return TrainedModel(resolved, model, history, seconds, run, flow)
+
+
+GRAD_FLOW_WINDOWS = 64
+
+
+def record_gradient_flow(
+    model: SequenceModel,
+    corpus: EncodedCorpus,
+    tracker: Tracker,
+    run: RunRef,
+    resolved: ResolvedModel,
+) -> list[float] | None:
+    """‖∂L/∂h_t‖ per time step over val windows, logged on the model's run; None for a
+    plugin that exposes no recurrent state (the n-gram, most third-party models)."""
+    from pipeline_core.diagnostics import gradient_flow, log_gradient_flow, sample_windows
+
+    if not isinstance(model, TorchSequenceModel):
+        return None
+    windows = sample_windows(
+        corpus.val, corpus.config.context_len, GRAD_FLOW_WINDOWS, resolved.train.seed
+    )
+    if len(windows) == 0:
+        return None
+    try:
+        flow = gradient_flow(model, windows)
+    except PluginError as err:  # a diagnostic, not a reason to fail the model's run
+        log.warning("model %s: no gradient-flow plot (%s)", resolved.label, err)
+        return None
+    if flow is None:
+        return None
+    log_gradient_flow(tracker, run, resolved.label, flow)
+    return [float(v) for v in flow.norms]
 
 
 def evaluate_model(
     trained: TrainedModel,
     corpus: EncodedCorpus,
-    task: str,
+    task: str | Task,
     tracker: Tracker,
     tracking: TrackingConfig,
     seed: int = 0,
@@ -315,6 +367,7 @@ def evaluate_model(
         train_seconds=trained.train_seconds,
         scoring=report.scoring,
         samples=report.samples,
+        grad_flow=trained.grad_flow,
     )
 
 
@@ -332,26 +385,38 @@ LEADERBOARD_COLUMNS = (
     "test_bpc",
     "test_ppl",
     "test_acc1",
+    "test_acc5",
+    "test_exact_match",
+    "test_cer",
     "val_bpc",
+    "val_cer",
     "train_s",
     "scoring",
     "run_id",
     "error",
 )
+BASELINE = "baseline"
 
 
-def leaderboard(results: list[ModelResult]) -> pd.DataFrame:
-    """One row per model: finished ones by test bpc, then failed ones with their reason."""
+def leaderboard(results: list[ModelResult], rank_metric: str = "bpc") -> pd.DataFrame:
+    """One row per model: finished ones by the task's test figure (bpc unless the task
+    ranks by another, e.g. transduce's cer), then failed ones with their reason."""
     nan = float("nan")
+
+    def figure(scores: Scores | None, name: str) -> float:
+        return float(getattr(scores, name)) if scores is not None else nan
+
     rows = [
         {
             "model": r.label,
             "plugin": r.plugin,
             "status": "failed" if r.failed else "finished",
-            "test_bpc": r.scores.bpc if r.scores else nan,
-            "test_ppl": r.scores.ppl if r.scores else nan,
-            "test_acc1": r.scores.acc1 if r.scores else nan,
-            "val_bpc": r.val_scores.bpc if r.val_scores else nan,
+            **{
+                f"test_{name}": figure(r.scores, name)
+                for name in ("bpc", "ppl", "acc1", "acc5", "exact_match", "cer")
+            },
+            "val_bpc": figure(r.val_scores, "bpc"),
+            "val_cer": figure(r.val_scores, "cer"),
             "train_s": r.train_seconds,
             "scoring": r.scoring,
             "run_id": r.run_id,
@@ -362,9 +427,52 @@ def leaderboard(results: list[ModelResult]) -> pd.DataFrame:
     table = pd.DataFrame(rows, columns=list(LEADERBOARD_COLUMNS))
     if len(table):
         table["_failed"] = table["status"] == "failed"
-        table = table.sort_values(["_failed", "test_bpc"], kind="stable")
+        table = table.sort_values(["_failed", f"test_{rank_metric}"], kind="stable")
         table = table.drop(columns="_failed").reset_index(drop=True)
     return table
+
+
+def baseline_results(task: Task, corpus: EncodedCorpus, parent: RunRef) -> list[ModelResult]:
+    """The task's own reference rows (transduce's copy baseline), on the parent run."""
+    return [
+        ModelResult(
+            label=b.label,
+            plugin=BASELINE,
+            run_id=parent.run_id,
+            scores=b.test,
+            val_scores=b.val,
+            train_seconds=0.0,
+            scoring=b.scoring,
+        )
+        for b in task.baselines(corpus)
+    ]
+
+
+def summary_lines(table: pd.DataFrame, task: Task) -> list[str]:
+    """What the leaderboard says in a sentence or two, printed under it and logged."""
+    done = table[table["status"] == "finished"]
+    lines: list[str] = []
+    if task.name == "fill-blank" and len(done):
+        both = done[done["scoring"] == "left+right"]
+        left = done[done["scoring"] == "left only"]
+        if len(both) and len(left):
+            b, lo = both.iloc[0], left.iloc[0]
+            gain = float(lo["test_bpc"] - b["test_bpc"])
+            lines.append(
+                f"right context: {b['model']} (left+right) {b['test_bpc']:.4f} bits per blank "
+                f"vs {lo['model']} (left only) {lo['test_bpc']:.4f}: the right context buys "
+                f"{gain:.4f} bits per blank character"
+            )
+    models = done[done["plugin"] != BASELINE]
+    baselines = done[done["plugin"] == BASELINE]
+    metric = f"test_{task.rank_metric}"
+    if len(models) and len(baselines):
+        m, b = models.iloc[0], baselines.iloc[0]
+        lines.append(
+            f"{m['model']} {task.rank_metric} {m[metric]:.4f} vs the {b['model']} baseline's "
+            f"{b[metric]:.4f} ({b[metric] - m[metric]:+.4f} in the model's favour)"
+        )
+    return lines
 
 
 CONFIG_ARTIFACT = "config.json"
@@ -408,31 +516,65 @@ def start_comparison(
     return parent
 
 
-def finish_comparison(tracker: Tracker, parent: RunRef, results: list[ModelResult]) -> pd.DataFrame:
-    """Log the leaderboard table and chart on the parent run and close it: FAILED when
-    any model failed (the finished ones are all on the leaderboard all the same)."""
+def finish_comparison(
+    tracker: Tracker,
+    parent: RunRef,
+    results: list[ModelResult],
+    task: str | Task = "next-token",
+    corpus: EncodedCorpus | None = None,
+) -> tuple[pd.DataFrame, list[str]]:
+    """Log the leaderboard (with the task's baselines), its chart, the gradient flow of
+    every recurrent model in one figure, and the summary on the parent run and close
+    it: FAILED when any model failed (the finished ones are all on the leaderboard)."""
     from pipeline_core import plots
 
-    table = leaderboard(results)
+    the_task = as_task(task)
+    rows = [*results, *(baseline_results(the_task, corpus, parent) if corpus else [])]
+    table = leaderboard(rows, the_task.rank_metric)
+    metric = f"test_{the_task.rank_metric}"
     if len(table):
         tracker.log_text(parent, table.to_csv(index=False), "leaderboard.csv")
+    for row in rows:
+        if row.plugin == BASELINE and row.scores is not None and row.val_scores is not None:
+            tracker.log_metrics(
+                parent,
+                {
+                    **row.val_scores.as_metrics(f"{row.label}_val"),
+                    **row.scores.as_metrics(f"{row.label}_test"),
+                },
+            )
     done = table[table["status"] == "finished"]
     if len(done):
         fig = plots.leaderboard_chart(
-            done["model"].tolist(), done["test_bpc"].tolist(), "seqlab leaderboard"
+            done["model"].tolist(),
+            done[metric].tolist(),
+            "seqlab leaderboard",
+            xlabel=f"{metric.replace('_', ' ')} (lower is better)",
         )
         tracker.log_figure(parent, fig, "leaderboard.png")
         plots.close(fig)
-        best = done.iloc[0]
+    models = done[done["plugin"] != BASELINE]
+    if len(models):
+        best = models.iloc[0]
         tracker.set_tags(parent, {"seqlab.best_model": best["model"]})
-        tracker.log_metrics(parent, {"best_test_bpc": float(best["test_bpc"])})
+        tracker.log_metrics(parent, {f"best_{metric}": float(best[metric])})
+    curves = {r.label: r.grad_flow for r in results if r.grad_flow}
+    if curves:
+        fig = plots.gradient_flow(
+            {k: np.asarray(v) for k, v in curves.items()}, "gradient flow per time step"
+        )
+        tracker.log_figure(parent, fig, "gradient_flow.png")
+        plots.close(fig)
+    lines = summary_lines(table, the_task)
+    if lines:
+        tracker.log_text(parent, "\n".join(lines) + "\n", "summary.txt")
     failed = [r for r in results if r.failed]
     if failed:
         tracker.set_tags(
             parent, {"seqlab.error": "; ".join(f"{r.label}: {r.error}" for r in failed)[:5000]}
         )
     tracker.end(parent, failed=bool(failed))
-    return table
+    return table, lines
 
 
 def score_checkpoint(

@@ -31,10 +31,17 @@ class Scores:
     acc5: float
     n_tokens: int
     n_chars: int
+    #: sequence-to-sequence tasks only: share of outputs equal to the target, and the
+    #: character error rate (edit distance / target length); NaN elsewhere
+    exact_match: float = float("nan")
+    cer: float = float("nan")
 
     def as_metrics(self, prefix: str) -> dict[str, float]:
-        """MLflow-ready names: ``test_nll``, ``test_bpc``, ``test_acc1`` ..."""
-        return {f"{prefix}_{k}": float(v) for k, v in asdict(self).items()}
+        """MLflow-ready names: ``test_nll``, ``test_bpc``, ``test_acc1`` ... (a figure a
+        task does not define, NaN, is left out)."""
+        return {
+            f"{prefix}_{k}": float(v) for k, v in asdict(self).items() if not math.isnan(float(v))
+        }
 
 
 @dataclass(frozen=True)

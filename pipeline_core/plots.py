@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+import numpy as np
 
 from pipeline_core.contract import EpochRecord
 
@@ -37,16 +39,41 @@ def learning_curve(history: Sequence[EpochRecord], title: str) -> Any:
     return fig
 
 
-def leaderboard_chart(labels: Sequence[str], bpc: Sequence[float], title: str) -> Any:
-    """Horizontal bars of test bits per character, best at the top."""
+def leaderboard_chart(
+    labels: Sequence[str],
+    bpc: Sequence[float],
+    title: str,
+    xlabel: str = "test bits per character (lower is better)",
+) -> Any:
+    """Horizontal bars of the ranking figure (test bpc unless told), best at the top."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 0.5 + 0.5 * len(labels)))
     order = sorted(range(len(labels)), key=lambda i: -bpc[i])
     ax.barh([labels[i] for i in order], [bpc[i] for i in order], color="tab:blue")
     for y, i in enumerate(order):
         ax.text(bpc[i], y, f" {bpc[i]:.3f}", va="center")
-    ax.set_xlabel("test bits per character (lower is better)")
+    ax.set_xlabel(xlabel)
     ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def gradient_flow(curves: Mapping[str, np.ndarray], title: str) -> Any:
+    """‖∂L/∂h_t‖ per time step t = 1..T of one or more models, on a log y-axis (the loss
+    is at t = T: a curve falling to the left is a vanishing gradient)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for label, norms in curves.items():
+        values = np.asarray(norms, dtype=np.float64)
+        shown = np.where(values > 0, values, np.nan)  # a log axis has no place for 0
+        ax.plot(np.arange(1, len(values) + 1), shown, marker=".", label=label)
+    ax.set_yscale("log")
+    ax.set_xlabel("time step t (loss at the last step T)")
+    ax.set_ylabel("‖∂L/∂h_t‖ (mean over windows)")
+    ax.set_title(title)
+    ax.grid(True, which="major", alpha=0.3)
+    if curves:
+        ax.legend(loc="lower right")
     fig.tight_layout()
     return fig
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from pipeline_core.contract import EpochRecord, SequenceModel
 from pipeline_core.metrics import Scores
-from pipeline_core.tasks import get_task
+from pipeline_core.tasks import Task, as_task
 from pipeline_core.vectorize import EncodedCorpus, detokenize
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ def generate_samples(
 def score_model(
     model: SequenceModel,
     corpus: EncodedCorpus,
-    task_name: str,
+    task: str | Task,
     carry_state: bool,
     *,
     label: str,
@@ -70,9 +70,10 @@ def score_model(
     seed: int = 0,
 ) -> ModelReport:
     """Val and test scores under the task's one metric, and samples. Records nothing."""
-    task = get_task(task_name)
-    val = task.score(model, corpus, "val", carry_state)
-    test = task.score(model, corpus, "test", carry_state)
+    the_task = as_task(task)
+    the_task.prepare(corpus)
+    val = the_task.score(model, corpus, "val", carry_state)
+    test = the_task.score(model, corpus, "test", carry_state)
     samples = generate_samples(model, corpus, tracking.sample_len, seed) if tracking.samples else {}
     return ModelReport(
         label=label,
@@ -80,7 +81,7 @@ def score_model(
         config=config,
         val_scores=val,
         test_scores=test,
-        scoring=CARRIED if carry_state else WINDOWS,
+        scoring=the_task.scoring_label(type(model), carry_state),
         history=history,
         samples=dict(list(samples.items())[: tracking.samples]),
     )

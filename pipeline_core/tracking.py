@@ -336,3 +336,211 @@ def get_tracker(uri: str | None = None) -> Tracker:
     if resolved not in _TRACKERS:
         _TRACKERS[resolved] = Tracker(resolved)
     return _TRACKERS[resolved]
+
+
+# ---- models by URI: runs:/<run_id>/<path> and models:/<name>@<alias> | /<version> -------
+RUNS_SCHEME = "runs:"
+MODELS_SCHEME = "models:"
+NOT_FOUND = "RESOURCE_DOES_NOT_EXIST"
+
+
+@dataclass(frozen=True)
+class FetchedArtifact:
+    """An artifact copied to this disk, with the run it belongs to and where it came from."""
+
+    path: Path
+    run_id: str | None
+    origin: str
+
+
+def read_client(tracking_uri: str | None = None) -> tuple[str, Any]:
+    """The resolved URI and an ``MlflowClient`` for reading (tracking and registry) that
+    never creates a store: a SQLite file that does not exist is a one-line DataError."""
+    from mlflow import MlflowClient
+
+    from pipeline_core.errors import DataError
+
+    uri = resolve_tracking_uri(tracking_uri)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise DataError(
+            f"no MLflow store at {uri.removeprefix('sqlite:///')}: nothing has been recorded "
+            "there; give --tracking-uri (or set MLFLOW_TRACKING_URI) to the store of your runs"
+        )
+    return uri, MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _mlflow_error_code(err: BaseException) -> str | None:
+    return getattr(err, "error_code", None)
+
+
+def _first_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text[:200] or type(err).__name__
+
+
+def _listing(names: list[str], none: str, limit: int = 12) -> str:
+    if not names:
+        return none
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+def _run_artifacts(client: Any, run_id: str, folder: str) -> list[str]:
+    try:
+        entries = client.list_artifacts(run_id, folder or None)
+    except Exception:
+        return []
+    return [e.path.rsplit("/", 1)[-1] + ("/" if e.is_dir else "") for e in entries]
+
+
+def fetch_run_artifact(
+    run_id: str, artifact_path: str, dst: str | Path, tracking_uri: str | None = None
+) -> FetchedArtifact:
+    """The artifact ``artifact_path`` (a file or a folder) of run ``run_id`` copied under
+    ``dst``. An unknown run or a missing artifact is one DataError naming it (and, for a
+    missing artifact, what the run has there)."""
+    from pipeline_core.errors import DataError
+
+    uri, client = read_client(tracking_uri)
+    try:
+        client.get_run(run_id)
+    except Exception as err:
+        if _mlflow_error_code(err) == NOT_FOUND:
+            raise DataError(f"no MLflow run with id {run_id!r} in {uri}") from None
+        raise DataError(f"cannot read run {run_id!r} from {uri}: {_first_line(err)}") from None
+    path = artifact_path.strip("/")
+    folder, _, leaf = path.rpartition("/")
+    present = _run_artifacts(client, run_id, folder)
+    if leaf not in {p.rstrip("/") for p in present}:
+        where = f"under {folder}/" if folder else "at its top level"
+        raise DataError(
+            f"run {run_id} has no artifact {path!r} (it has {where}: "
+            f"{_listing(present, 'nothing')})"
+        )
+    try:
+        local = client.download_artifacts(run_id, path, str(dst))
+    except Exception as err:
+        raise DataError(
+            f"could not download artifact {path!r} of run {run_id}: {_first_line(err)}"
+        ) from None
+    return FetchedArtifact(Path(local), run_id, f"runs:/{run_id}/{path}")
+
+
+def parse_models_uri(model_uri: str) -> tuple[str, str | None, str | None]:
+    """``models:/NAME@ALIAS`` -> (NAME, ALIAS, None); ``models:/NAME/VERSION`` -> (NAME,
+    None, VERSION), where VERSION is a number or ``latest``."""
+    rest = model_uri.removeprefix(MODELS_SCHEME).lstrip("/")
+    hint = "use models:/<name>@<alias> or models:/<name>/<version>"
+    if "@" in rest:
+        name, _, alias = rest.rpartition("@")
+        if name and alias and "/" not in alias:
+            return name, alias, None
+    else:
+        name, _, version = rest.rpartition("/")
+        if name and (version.isdigit() or version == "latest"):
+            return name, None, version
+    raise ConfigError(f"model URI {model_uri!r} names no registered model version; {hint}")
+
+
+def resolve_registered_version(model_uri: str, tracking_uri: str | None = None) -> Any:
+    """The ``ModelVersion`` a ``models:/`` URI names. An unknown registered model lists
+    those that exist; an unknown alias lists the model's aliases; an unknown version
+    lists its versions. Each is one DataError."""
+    from pipeline_core.errors import DataError
+
+    name, alias, version = parse_models_uri(model_uri)
+    uri, client = read_client(tracking_uri)
+    try:
+        registered = client.get_registered_model(name)
+    except Exception as err:
+        if _mlflow_error_code(err) != NOT_FOUND:
+            raise DataError(
+                f"cannot read the model registry of {uri}: {_first_line(err)}"
+            ) from None
+        try:
+            known = sorted(m.name for m in client.search_registered_models(max_results=100))
+        except Exception:
+            known = []
+        raise DataError(
+            f"no registered model {name!r} in {uri} (registered models: {_listing(known, 'none')})"
+        ) from None
+    if alias is not None:
+        aliases = dict(getattr(registered, "aliases", None) or {})
+        if alias not in aliases:
+            listed = [f"{a} (version {v})" for a, v in sorted(aliases.items())]
+            raise DataError(
+                f"registered model {name!r} has no alias {alias!r} (its aliases: "
+                f"{_listing(listed, 'none')})"
+            )
+        return client.get_model_version(name, str(aliases[alias]))
+    versions = sorted(
+        int(v.version) for v in client.search_model_versions(f"name='{name.replace(chr(39), '')}'")
+    )
+    if version == "latest":
+        if not versions:
+            raise DataError(f"registered model {name!r} has no versions")
+        version = str(versions[-1])
+    if version is None or int(version) not in versions:
+        raise DataError(
+            f"registered model {name!r} has no version {version} (its versions: "
+            f"{_listing([str(v) for v in versions], 'none')})"
+        )
+    return client.get_model_version(name, version)
+
+
+def fetch_model_artifact(
+    model_uri: str, dst: str | Path, tracking_uri: str | None = None
+) -> FetchedArtifact:
+    """The artifact folder a ``runs:/<run_id>/<path>`` or ``models:/...`` URI names,
+    copied under ``dst`` (``runs:/<run_id>`` alone means its ``model`` folder)."""
+    from pipeline_core.errors import DataError
+
+    if model_uri.startswith(RUNS_SCHEME):
+        rest = model_uri.removeprefix(RUNS_SCHEME).lstrip("/")
+        run_id, _, path = rest.partition("/")
+        if not run_id:
+            raise ConfigError(f"model URI {model_uri!r} names no run; use runs:/<run_id>/model")
+        return fetch_run_artifact(run_id, path.strip("/") or "model", dst, tracking_uri)
+    if not model_uri.startswith(MODELS_SCHEME):
+        raise ConfigError(f"not an MLflow model URI: {model_uri!r} (runs:/... or models:/...)")
+    found = resolve_registered_version(model_uri, tracking_uri)
+    label = f"{model_uri} (version {found.version})"
+    source = str(found.source or "")
+    if source.startswith(RUNS_SCHEME):
+        fetched = fetch_model_artifact(source, dst, tracking_uri)
+        return FetchedArtifact(fetched.path, fetched.run_id, f"{label} = {fetched.origin}")
+    import mlflow.artifacts
+
+    uri, client = read_client(tracking_uri)
+    try:
+        download = client.get_model_version_download_uri(found.name, found.version)
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=download, dst_path=str(dst), tracking_uri=uri
+        )
+    except Exception as err:
+        raise DataError(f"could not download {label} from {source!r}: {_first_line(err)}") from None
+    return FetchedArtifact(Path(local), found.run_id or None, f"{label} = {source}")
+
+
+def register_model_version(
+    name: str,
+    run_id: str,
+    artifact_path: str = "model",
+    alias: str | None = None,
+    tracking_uri: str | None = None,
+) -> str:
+    """Register ``runs:/<run_id>/<artifact_path>`` as a new version of the registered
+    model ``name`` (created if needed), optionally under ``alias``; returns the version."""
+    client = get_tracker(tracking_uri).client
+    try:
+        client.get_registered_model(name)
+    except Exception as err:
+        if _mlflow_error_code(err) != NOT_FOUND:
+            raise
+        client.create_registered_model(name)
+    version = client.create_model_version(
+        name, source=f"runs:/{run_id}/{artifact_path.strip('/')}", run_id=run_id
+    )
+    if alias is not None:
+        client.set_registered_model_alias(name, alias, str(version.version))
+    return str(version.version)

@@ -71,7 +71,9 @@ def check_trainable(plugin: type[Any] | SequenceModel, settings: TrainConfig, la
 
 def make_optimizer(model: torch.nn.Module, settings: TrainConfig) -> torch.optim.Optimizer:
     if settings.optimizer == "rmsprop":
-        return torch.optim.RMSprop(model.parameters(), lr=settings.lr)
+        # Keras' RMSprop (the tutorial's): rho 0.9 and epsilon 1e-7 (torch defaults to
+        # alpha 0.99 and 1e-8, a slower-moving average)
+        return torch.optim.RMSprop(model.parameters(), lr=settings.lr, alpha=0.9, eps=1e-7)
     return torch.optim.Adam(model.parameters(), lr=settings.lr)
 
 
@@ -228,7 +230,8 @@ class Trainer:
         self.model = model
         self.data = data
         self.settings = settings
-        self.task = task or get_task("next-token")
+        # fill-blank trains a left-only plugin as a next-token one: the task decides
+        self.task = (task or get_task("next-token")).training_task(type(model))
         self.device = resolve_device(settings.device)
         self.validate = validate or default_validator(data)
         extra: list[Callback] = [StopOnSignal()]
@@ -284,12 +287,12 @@ class Trainer:
             self.data.train, self.data.context_len, self.data.step, s, epoch
         )
         for i, batch in enumerate(batches):
-            x = torch.from_numpy(np.ascontiguousarray(batch.inputs)).to(self.device)
             y = torch.from_numpy(np.ascontiguousarray(batch.targets)).to(self.device)
             if not batch.carry:
                 state = None
             self.optimizer.zero_grad(set_to_none=True)
-            logits, state = model.step(x, state)
+            progress = (epoch - 1 + i / max(self.n_batches, 1)) / max(s.epochs, 1)
+            logits, state = self.task.forward(model, batch, state, progress)
             state = detach_state(state)
             loss = masked_loss(logits, y)
             if not torch.isfinite(loss):

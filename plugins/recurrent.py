@@ -7,6 +7,7 @@ The input is an embedding, or the tutorial's one-hot vectors (Keras'
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -23,6 +24,9 @@ class RecurrentConfig(PluginConfig):
     hidden_size: int = Field(default=256, ge=1)
     num_layers: int = Field(default=1, ge=1, le=8)
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    #: multiplies the recurrent weights W_h at initialisation: > 1 makes gradients
+    #: explode (the tutorial's failure mode, which clipping cures), < 1 vanish sooner
+    recurrent_scale: float = Field(default=1.0, gt=0.0, le=1000.0)
 
 
 class RecurrentLM(TorchSequenceModel):
@@ -42,6 +46,7 @@ class RecurrentLM(TorchSequenceModel):
         )
         width = cfg.embedding_dim if self.embedding is not None else vocab_size
         self.rnn = self.make_layer(width, cfg)
+        scale_recurrent_weights(self.rnn, cfg.recurrent_scale)
         self.dropout = torch.nn.Dropout(cfg.dropout)
         self.head = torch.nn.Linear(cfg.hidden_size, vocab_size)
 
@@ -58,6 +63,62 @@ class RecurrentLM(TorchSequenceModel):
         hidden, state = self.rnn(self.encode(x), state)
         return self.head(self.dropout(hidden)), state
 
+    def hidden_sequence(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(logits, hidden)`` of one fresh pass: ``hidden[:, t]`` is the top layer's
+        output h_t (torch's RNN/GRU/LSTM output is that layer's h) and the logits at t
+        are ``head(dropout(h_t))``; gradients of ``hidden`` include every later step
+        (see :func:`hidden_through_time`). Call it in eval mode. None when a subclass
+        overrides ``forward`` or runs both directions (its states are not these)."""
+        if type(self).forward is not RecurrentLM.forward or getattr(
+            self.rnn, "bidirectional", False
+        ):
+            return None
+        return hidden_through_time(self.rnn, self.encode(x), lambda h: self.head(self.dropout(h)))
+
+
+def hidden_through_time(
+    rnn: torch.nn.Module,
+    inputs: torch.Tensor,
+    head: Callable[[torch.Tensor], torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(head(hidden), hidden)`` for a batch-first torch RNN/GRU/LSTM run from a fresh
+    state on ``inputs`` (B, T, width), where ``hidden`` (B, T, H) holds the top layer's
+    h_t and ``d(anything)/d hidden[:, t]`` is the total derivative through every later
+    step: what backpropagation through time delivers to h_t.
+
+    torch's fused recurrent layer hides the recurrence inside one op, so a gradient
+    taken on its output tensor at t sees only what is computed from that tensor (the
+    head at t), never the later steps: 0 for a loss at the last step only. So, when
+    autograd is on, ``hidden`` is a leaf holding a fused pass's values, and the
+    recurrence is re-run one step at a time with the top layer's state at t taken from
+    ``hidden[:, t]`` (its value unchanged; the gradient still reaches the weights, as in
+    ordinary BPTT). An LSTM's cell state c_t is carried as is. Under ``torch.no_grad``
+    it is the fused pass alone. With dropout between layers, use eval mode: the two
+    passes would draw different masks. (Reusable by any plugin whose top is such a
+    layer.)
+    """
+    with torch.no_grad():
+        values, _ = rnn(inputs)
+    if not torch.is_grad_enabled():
+        return head(values), values
+    hidden = values.detach().requires_grad_()
+    state: State = None
+    steps = []
+    for t in range(inputs.shape[1]):
+        out, state = rnn(inputs[:, t : t + 1], state)
+        h_t = hidden[:, t] + (out[:, 0] - out[:, 0].detach())
+        state = _with_top_h(state, h_t)
+        steps.append(h_t)
+    return head(torch.stack(steps, dim=1)), hidden
+
+
+def _with_top_h(state: State, h_top: torch.Tensor) -> State:
+    """``state`` (h of shape (layers, B, H), or an LSTM's (h, c)) with the top layer's h
+    replaced by ``h_top`` (B, H)."""
+    if isinstance(state, tuple):
+        return (_with_top_h(state[0], h_top), *state[1:])
+    return torch.cat([state[:-1], h_top.unsqueeze(0)])
+
 
 def layer_kwargs(cfg: RecurrentConfig) -> dict[str, Any]:
     return {
@@ -65,3 +126,13 @@ def layer_kwargs(cfg: RecurrentConfig) -> dict[str, Any]:
         "dropout": cfg.dropout if cfg.num_layers > 1 else 0.0,
         "batch_first": True,
     }
+
+
+@torch.no_grad()
+def scale_recurrent_weights(layer: torch.nn.Module, scale: float) -> None:
+    """Multiply every recurrent weight matrix (torch names them ``weight_hh_*``)."""
+    if scale == 1.0:
+        return
+    for name, param in layer.named_parameters():
+        if "weight_hh" in name:
+            param.mul_(scale)

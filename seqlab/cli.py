@@ -19,7 +19,7 @@ import typer
 
 from pipeline_core.errors import ConfigError, SeqlabError
 from pipeline_core.interrupt import Terminated, received_signal
-from seqlab import cli_plugins, cli_runs
+from seqlab import cli_fill, cli_generate, cli_plugins, cli_runs
 
 app = typer.Typer(
     add_completion=False,
@@ -31,6 +31,8 @@ data_app = typer.Typer(no_args_is_help=True, help="Look at a corpus before train
 app.add_typer(data_app, name="data")
 cli_plugins.register(app)
 cli_runs.register(app)
+cli_generate.register(app)
+cli_fill.register(app)
 
 INTERRUPTED = 130  # the exit code of Ctrl-C (128 + SIGINT); SIGTERM gives 143
 
@@ -155,28 +157,53 @@ def build_run_config(
     return load_run_config(config, overrides)
 
 
+#: leaderboard columns per task: (heading, table column, format)
+LEADERBOARD_VIEW: dict[str, list[tuple[str, str, str]]] = {
+    "next-token": [
+        ("test bpc", "test_bpc", "{:.4f}"),
+        ("ppl", "test_ppl", "{:.3f}"),
+        ("acc@1", "test_acc1", "{:.3f}"),
+        ("val bpc", "val_bpc", "{:.4f}"),
+    ],
+    "fill-blank": [
+        ("blank bpc", "test_bpc", "{:.4f}"),
+        ("acc@1", "test_acc1", "{:.3f}"),
+        ("acc@5", "test_acc5", "{:.3f}"),
+        ("val bpc", "val_bpc", "{:.4f}"),
+    ],
+    "transduce": [
+        ("test cer", "test_cer", "{:.4f}"),
+        ("exact", "test_exact_match", "{:.3f}"),
+        ("target bpc", "test_bpc", "{:.4f}"),
+        ("val cer", "val_cer", "{:.4f}"),
+    ],
+}
+
+
+def _cell(value: Any, fmt: str) -> str:
+    return "-" if value != value else fmt.format(value)  # NaN: the figure does not apply
+
+
 def print_leaderboard(result: Any) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    view = LEADERBOARD_VIEW.get(result.task, LEADERBOARD_VIEW["next-token"])
     table = Table(title=f"leaderboard — {result.experiment}")
-    for col in ("model", "test bpc", "ppl", "acc@1", "val bpc", "train s", "scoring"):
+    headings = ["model", *(h for h, _, _ in view), "train s", "scoring"]
+    for col in headings:
         table.add_column(col, justify="left" if col in ("model", "scoring") else "right")
     for row in result.leaderboard.itertuples():
         if row.status == "failed":
-            table.add_row(row.model, "[red]failed[/red]", "", "", "", "", row.error[:60])
+            blanks = [""] * len(view)
+            table.add_row(row.model, "[red]failed[/red]", *blanks[1:], "", row.error[:60])
             continue
-        table.add_row(
-            row.model,
-            f"{row.test_bpc:.4f}",
-            f"{row.test_ppl:.3f}",
-            f"{row.test_acc1:.3f}",
-            f"{row.val_bpc:.4f}",
-            f"{row.train_s:.1f}",
-            row.scoring,
-        )
+        cells = [_cell(getattr(row, col), fmt) for _, col, fmt in view]
+        table.add_row(row.model, *cells, _cell(row.train_s, "{:.1f}"), row.scoring)
     console = Console()
     console.print(table)
+    for note in result.notes:
+        console.print(note)
     if result.resumed:
         console.print(f"resumed: kept finished model(s) {', '.join(result.resumed)}")
     if result.entropy_rate_bits is not None:
@@ -228,10 +255,10 @@ def run_command(
     probe_tracking(run_config.tracking.tracking_uri)
     console_warnings()
     preflight(run_config)
-    from pipeline_core.experiment import resolve_models
+    from pipeline_core.experiment import make_task, resolve_models
 
     # unknown tasks, plugins and bad configs fail before Prefect starts
-    resolve_models(run_config.models, run_config.task, run_config.train)
+    resolve_models(run_config.models, make_task(run_config), run_config.train)
     from flows.compare import compare_flow
     from flows.console import hide_user_error_tracebacks
     from flows.server import prefect_api
@@ -262,20 +289,40 @@ def stored_run_config(parent_id: str, tracking_uri: str | None) -> Any:
 
 @app.command("score")
 def score_command(
-    checkpoint: Path = typer.Argument(..., help="A seqlab checkpoint (model/checkpoint.pt)."),
+    model: str = typer.Argument(..., metavar="MODEL", help=cli_generate.MODEL_HELP),
+    text: str | None = typer.Option(None, "--text", help="Score this text instead of a split."),
+    file: Path | None = typer.Option(None, "--file", help="Score this UTF-8 file's text."),
     data: str | None = typer.Option(None, "--data", help="Source (default: the training one)."),
-    clean: str | None = typer.Option(None, "--clean", help="Cleaning preset override."),
-    split: str = typer.Option("test", "--split", help="train, val or test."),
+    clean: str | None = typer.Option(
+        None, "--clean", help="Cleaning preset (a split: override; --text/--file: applied)."
+    ),
+    split: str | None = typer.Option(None, "--split", help="train, val or test (default test)."),
+    tracking_uri: str | None = typer.Option(
+        None, "--tracking-uri", help=cli_generate.TRACKING_HELP
+    ),
     as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
 ) -> None:
-    """Score a saved model on a corpus prepared the way it was trained."""
+    """Score a saved model on a corpus split prepared the way it was trained, or the
+    log-probability of a given text (--text or --file): nats, bits, bpc, tokens."""
+    if text is not None or file is not None:
+        if data is not None or split is not None:
+            raise ConfigError(
+                "--text/--file score a given text; --data and --split choose a corpus "
+                "split: give one or the other"
+            )
+        cli_generate.score_text_command(model, text, file, clean, tracking_uri, as_json)
+        return
     from pipeline_core.experiment import score_checkpoint
+    from pipeline_core.model_uri import local_checkpoint
 
     console_warnings()
+    split = split or "test"
     if split not in ("train", "val", "test"):
         raise ConfigError(f"--split: must be train, val or test (got {split!r})")
     overrides = {k: v for k, v in {"source": data, "clean": clean}.items() if v is not None}
-    scores, config = score_checkpoint(checkpoint, overrides, split)
+    cli_generate.check_store(model, tracking_uri)
+    with local_checkpoint(model, tracking_uri) as (checkpoint, _, _):
+        scores, config = score_checkpoint(checkpoint, overrides, split)
     figures = {"source": config.source, "split": split, **scores.as_metrics(split)}
     if as_json:
         print(json.dumps(figures))

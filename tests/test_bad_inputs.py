@@ -93,6 +93,8 @@ def assert_store_unchanged(store: Store) -> None:
 
 # --------------------------------------------------------------------------- inputs
 
+TRANSDUCE = "task: transduce\n"
+SEQ2SEQ = "models: [{plugin: seq2seq}]\n"
 CONFIGS = {
     "bad_yaml.yaml": "data:\n\tsource: x\n",
     "list.yaml": "- data\n- models\n",
@@ -113,6 +115,20 @@ CONFIGS = {
     "lstm_type.yaml": "models:\n  - {plugin: lstm, params: {hidden_size: big}}\n",
     "lstm_unknown.yaml": "models:\n  - {plugin: lstm, params: {layers: 2}}\n",
     "step.yaml": "data: {step: 100000}\nmodels:\n  - {plugin: ngram, params: {order: 2}}\n",
+    # the recurrent family and its tasks
+    "rnn_hidden.yaml": "models:\n  - {plugin: rnn, params: {hidden_size: 0}}\n",
+    "gru_layers.yaml": "models:\n  - {plugin: gru, params: {num_layers: 0}}\n",
+    "lstm_dropout.yaml": "models:\n  - {plugin: lstm, params: {dropout: 1.0}}\n",
+    "birnn_cell.yaml": "models:\n  - {plugin: birnn, params: {cell: transformer}}\n",
+    "crnn_kernel.yaml": "models:\n  - {plugin: crnn, params: {kernel_size: 0}}\n",
+    "s2s_tf.yaml": TRANSDUCE + "models: [{plugin: seq2seq, params: {teacher_forcing: 1.5}}]\n",
+    "s2s_beam.yaml": TRANSDUCE + "models: [{plugin: seq2seq, params: {beam_size: 0}}]\n",
+    "transduce_beam.yaml": TRANSDUCE + "task_options: {beam_size: 0}\n" + SEQ2SEQ,
+    "transduce_key.yaml": TRANSDUCE + "task_options: {pears: tsv}\n" + SEQ2SEQ,
+    "transduce_no_tsv.yaml": TRANSDUCE + "task_options: {pairs: tsv}\n" + SEQ2SEQ,
+    "transduce_ngram.yaml": TRANSDUCE + "models: [{plugin: ngram}]\n",
+    "blank_max.yaml": "task: fill-blank\ntask_options: {max_positions: 0}\n"
+    "models: [{plugin: ngram}]\n",
 }
 
 
@@ -139,6 +155,11 @@ def paths(store: Store, tmp_path_factory: pytest.TempPathFactory) -> dict[str, s
     for name, text in CONFIGS.items():
         (tmp / name).write_text(text)
     (tmp / "undecodable.yaml").write_bytes(b"data: {source: \xff\xfe}\n")
+    (tmp / "pairs.tsv").write_text("alice\tAlice\nthe rabbit\tThe Rabbit\nno tab here\n" * 40)
+    (tmp / "tsv.yaml").write_text(
+        f"task: transduce\ntask_options: {{pairs: tsv, tsv: {tmp / 'pairs.tsv'}}}\n"
+        "models: [{plugin: seq2seq}]\n"
+    )
 
     recorded = sorted(store.root.glob("mlartifacts/**/model/checkpoint.pt"))
     ngram_ckpt = tmp / "ngram.pt"
@@ -310,7 +331,21 @@ CASES = [
         "/sys/mlruns.db",
         cwd="/sys",
     ),
+    # ---- the recurrent family, its tasks and their options
+    case("rnn-hidden-zero", CFG + "rnn_hidden.yaml", "hidden_size", "greater than or equal to 1"),
+    case("gru-layers-zero", CFG + "gru_layers.yaml", "num_layers", "0"),
+    case("lstm-dropout-one", CFG + "lstm_dropout.yaml", "dropout", "less than 1"),
+    case("birnn-unknown-cell", CFG + "birnn_cell.yaml", "cell", "transformer"),
+    case("crnn-kernel-zero", CFG + "crnn_kernel.yaml", "kernel_size", "0"),
+    case("seq2seq-tf-ratio", CFG + "s2s_tf.yaml", "teacher_forcing", "1.5"),
+    case("seq2seq-beam-zero", CFG + "s2s_beam.yaml", "beam_size", "0"),
+    case("transduce-beam-zero", CFG + "transduce_beam.yaml", "task_options.beam_size", "0"),
+    case("transduce-unknown-option", CFG + "transduce_key.yaml", "task_options.pears"),
+    case("transduce-tsv-missing", CFG + "transduce_no_tsv.yaml", "tsv"),
+    case("transduce-ngram", CFG + "transduce_ngram.yaml", "ngram", "transduce"),
+    case("fill-blank-max-zero", CFG + "blank_max.yaml", "task_options.max_positions", "0"),
     # ---- bad data that shows once the corpus is prepared (inside the flow, before any run)
+    case("tsv-wrong-columns", CFG + "tsv.yaml --data {tmp}/pairs.tsv", "pairs.tsv", "line 3"),
     case("corpus-too-short", f"{RUN} --data {{tmp}}/short.txt", "too short", "context_len"),
     case("corpus-cleaned-away", f"{RUN} --data {{tmp}}/nonascii.txt --clean seed", "'seed'"),
     case("step-larger-than-train", CFG + "step.yaml --data " + MARKOV, "data.step=100000"),

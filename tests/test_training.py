@@ -100,7 +100,7 @@ def test_stateful_batches_are_contiguous_streams_in_order() -> None:
 
 
 def test_unknown_task_lists_the_known_ones() -> None:
-    with pytest.raises(ConfigError, match="known tasks: next-token"):
+    with pytest.raises(ConfigError, match="known tasks: fill-blank, next-token, transduce"):
         get_task("translate")
 
 

@@ -12,17 +12,19 @@ method it needs (``method``), and how a split is scored with the one metric.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict
 
 from pipeline_core.errors import ConfigError, PluginError
 
 if TYPE_CHECKING:
     from pipeline_core.config import TrainConfig
-    from pipeline_core.contract import SequenceModel
+    from pipeline_core.contract import SequenceModel, State, TorchSequenceModel
     from pipeline_core.metrics import Scores
     from pipeline_core.vectorize import EncodedCorpus
 
@@ -38,10 +40,28 @@ class Batch:
     inputs: np.ndarray
     targets: np.ndarray
     carry: bool = False
+    #: what a sequence-to-sequence task conditions on (B, S), ``pad`` where shorter
+    source: np.ndarray | None = None
 
     @property
     def n_targets(self) -> int:
         return int((self.targets != IGNORE).sum())
+
+
+class TaskOptions(BaseModel):
+    """Base of a task's typed options (``task_options`` in a run config)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A reference row the task scores itself (e.g. transduce's copy baseline)."""
+
+    label: str
+    val: Scores
+    test: Scores
+    scoring: str
 
 
 class Task(ABC):
@@ -50,11 +70,60 @@ class Task(ABC):
     name: ClassVar[str]
     #: the plugin method this task's scoring asks for (the kit checks it exists)
     method: ClassVar[str]
+    #: the task's typed options (validated from ``task_options``)
+    options_class: ClassVar[type[TaskOptions]] = TaskOptions
+    #: the Scores field the leaderboard ranks by, lower first
+    rank_metric: ClassVar[str] = "bpc"
+
+    def __init__(self, options: TaskOptions | Mapping[str, Any] | None = None) -> None:
+        from pipeline_core.config import validate_model
+
+        self.options = validate_model(self.options_class, options, where="task_options")
+
+    def __reduce__(self) -> tuple[Any, ...]:  # plain data across processes (Dask)
+        return (type(self), (self.options.model_dump(),))
+
+    def prepare(self, corpus: EncodedCorpus) -> None:  # noqa: B027  (optional hook)
+        """Bind the prepared corpus before batches are asked for (transduce builds its
+        pairs from it); default: nothing to do."""
+
+    def training_task(self, plugin_cls: type[Any]) -> Task:
+        """The task whose batches train ``plugin_cls`` (fill-blank trains a left-only
+        model as a next-token one); default: this one."""
+        return self
+
+    def forward(
+        self, model: TorchSequenceModel, batch: Batch, state: State, progress: float
+    ) -> tuple[torch.Tensor, State]:
+        """Logits (B, T, V) for ``batch`` aligned with its targets; ``progress`` in [0, 1]
+        is how far training has gone (scheduled sampling reads it)."""
+        x = torch.from_numpy(np.ascontiguousarray(batch.inputs)).to(model.device)
+        return model.step(x, state)
+
+    def scoring_label(self, plugin_cls: type[Any], carry_state: bool) -> str:
+        """How a model was scored, for the leaderboard's ``scoring`` column."""
+        return "carried state" if carry_state else "windows"
+
+    def tokens_per_char(self, corpus: EncodedCorpus, split: str) -> float:
+        """Scored tokens per character they cover on ``split``: turns a per-epoch nll
+        into the bpc the final score reports (default: next-token's positions)."""
+        from pipeline_core.metrics import scored_chars
+
+        return len(corpus.scoring_positions(split)) / max(scored_chars(corpus, split), 1)
+
+    def baselines(self, corpus: EncodedCorpus) -> list[Baseline]:
+        """Reference rows this task scores without a plugin (none by default)."""
+        return []
+
+    def accepts(self, kinds: frozenset[str]) -> bool:
+        """Whether a plugin declaring ``kinds`` can run this task (default: it declares
+        the task; fill-blank also scores next-token plugins, from the left only)."""
+        return self.name in kinds
 
     def check_plugin(self, plugin_cls: type[Any], label: str) -> None:
-        """Refuse a plugin that does not declare this task (one line, before any run)."""
+        """Refuse a plugin this task cannot run (one line, before any run)."""
         kinds: frozenset[str] = frozenset(getattr(plugin_cls, "task_kinds", ()))
-        if self.name not in kinds:
+        if not self.accepts(kinds):
             declared = ", ".join(sorted(kinds)) or "none"
             raise PluginError(
                 f"model '{label}' does not support the {self.name} task (it declares: {declared})"
@@ -107,13 +176,19 @@ def known_tasks() -> list[str]:
     return sorted(_TASKS)
 
 
-def get_task(name: str) -> Task:
-    """The task called ``name``; an unknown one is a one-line error listing the known."""
+def get_task(name: str, options: TaskOptions | Mapping[str, Any] | None = None) -> Task:
+    """The task called ``name`` with its options; an unknown one is a one-line error
+    listing the known."""
     _load_builtins()
     if name not in _TASKS:
         raise ConfigError(f"--task: unknown task '{name}'; known tasks: {', '.join(known_tasks())}")
-    return _TASKS[name]()
+    return _TASKS[name](options)
+
+
+def as_task(task: str | Task) -> Task:
+    """A Task as given, or the one named (with default options)."""
+    return task if isinstance(task, Task) else get_task(task)
 
 
 def _load_builtins() -> None:
-    from pipeline_core.tasks import next_token  # noqa: F401  (registers itself)
+    from pipeline_core.tasks import fill_blank, next_token, transduce  # noqa: F401  (register)

@@ -626,6 +626,13 @@ def check_task_kinds(case: KitCase, r: _Rule) -> None:
             "task_kinds has fill-blank but fill_blank_log_proba is the base's",
             "a fill-blank plugin overrides fill_blank_log_proba",
         )
+    if "transduce" in kinds:
+        for method in ("transduce", "target_log_proba"):
+            r.ensure(
+                getattr(plugin_cls, method) is not getattr(SequenceModel, method),
+                f"task_kinds has transduce but {method} is the base's",
+                "a transduce plugin overrides transduce and target_log_proba",
+            )
 
 
 @rule("construction takes only (vocab_size, config=None) and init_args() rebuilds the model")
@@ -929,7 +936,6 @@ STATE_TOL = 1e-6
 #: chunk length for carried-state scoring: shorter than the probe, so the state crosses
 #: chunk boundaries (and 5 does not divide the probe's length)
 STREAM_CHUNK = 5
-RETIRED_TASK_KINDS = ("transduce",)
 
 
 @contextmanager
@@ -1032,33 +1038,31 @@ def check_carried_state(case: KitCase, r: _Rule) -> None:
 
 
 @rule(
-    "every registered task refuses the plugin with a one-line PluginError unless task_kinds "
-    "declares it (Task.check_plugin), accepts it when declared, and task_kinds holds no "
-    f"retired kind ({', '.join(RETIRED_TASK_KINDS)})"
+    "every registered task refuses the plugin with a one-line PluginError exactly when "
+    "its task_kinds do not let it run the task (Task.check_plugin, Task.accepts)"
 )
 def check_refuses_undeclared_task(case: KitCase, r: _Rule) -> None:
     plugin_cls = case.plugin
     kinds = plugin_cls.task_kinds
     declared = set(kinds) if isinstance(kinds, set | frozenset | tuple | list) else set()
-    retired = sorted(set(RETIRED_TASK_KINDS) & declared)
-    r.ensure(not retired, f"task_kinds declares {', '.join(retired)}, which seqlab removed")
     for name in known_tasks():
         task = get_task(name)
+        allowed = task.accepts(frozenset(declared))
         try:
             task.check_plugin(plugin_cls, r.name)
         except PluginError as err:
             r.ensure(
-                name not in declared,
-                f"the {name} task refused a plugin that declares it: {_describe(err)}",
+                not allowed,
+                f"the {name} task refused a plugin whose task_kinds allow it: {_describe(err)}",
             )
             r.ensure("\n" not in str(err), f"the {name} task's refusal spans several lines")
             continue
         except Exception as err:
             raise r.fail(f"the {name} task {_instead(err, 'PluginError')}") from err
         r.ensure(
-            name in declared,
+            allowed,
             f"the {name} task accepted a plugin whose task_kinds ({sorted(declared)}) "
-            "does not declare it",
+            "do not let it run the task",
         )
 
 
@@ -1094,6 +1098,287 @@ def check_stateful_training(case: KitCase, r: _Rule) -> None:
     _ensure_learnt(model, r, "after bptt: stateful, ")
 
 
+# ---- transduce rules: sequence-to-sequence plugins (neural: the task trains pair_logits) --
+#: the kit's pair set: every sequence of 1 to 3 symbols over ids 1..4 and its reversal
+TRANSDUCE_LENGTHS = (1, 2, 3)
+TRANSDUCE_MAX_LEN = 6
+TRANSDUCE_EPOCHS = 40
+TRANSDUCE_EXACT = 0.9
+TRANSDUCE_TOL = 1e-5
+_TRANSDUCE_FITTED: dict[tuple[Any, ...], TorchSequenceModel] = {}
+
+
+def transduce_pairs() -> Any:
+    """The kit's reversal pairs (84 of them, a :class:`pipeline_core.pairs.PairSet`)."""
+    import itertools
+
+    from pipeline_core.pairs import PairSet
+
+    seqs = [s for n in TRANSDUCE_LENGTHS for s in itertools.product((1, 2, 3, 4), repeat=n)]
+    return PairSet.of([(s, s[::-1]) for s in seqs])
+
+
+def transduce_probe_sources() -> list[np.ndarray]:
+    """Sources a transduce plugin must answer: empty, <unk>, an unseen id, longer than
+    any trained one."""
+    rng = np.random.default_rng(12)
+    probes = [np.empty(0, dtype=np.int64), np.array([0]), np.array([4, 4, 1])]
+    probes += [rng.integers(0, VOCAB_SIZE, size=n) for n in (2, 5, 7)]
+    return [p.astype(np.int64) for p in probes]
+
+
+def transduce_model(case: KitCase, r: _Rule) -> TorchSequenceModel:
+    """The case trained by the transduce task on the kit's reversal pairs (cached)."""
+    from pipeline_core.tasks.transduce import TransduceTask
+    from pipeline_core.vectorize import Vocabulary
+
+    model = _TRANSDUCE_FITTED.get(case.key)
+    if model is None:
+        new = _new(case)
+        assert isinstance(new, TorchSequenceModel)
+        pairs = transduce_pairs()
+        task = TransduceTask({"pairs": "reverse", "max_len": TRANSDUCE_MAX_LEN, "max_pairs": None})
+        task.use(Vocabulary(VOCAB), "char", {"train": pairs, "val": pairs, "test": pairs})
+        data = FitData(train=TRAIN_IDS, val=None, vocab_size=VOCAB_SIZE, context_len=CONTEXT_LEN)
+        settings = case.train_config(epochs=TRANSDUCE_EPOCHS, bptt="windows")
+        try:
+            with one_thread():
+                fit_model(new, data, settings, task=task)
+        except Exception as err:
+            raise r.fail(
+                f"training by the transduce task on the kit's reversal pairs failed first: "
+                f"{_describe(err)}"
+            ) from err
+        if len(_TRANSDUCE_FITTED) >= _CACHE_SIZE:
+            _TRANSDUCE_FITTED.pop(next(iter(_TRANSDUCE_FITTED)))
+        _TRANSDUCE_FITTED[case.key] = model = new
+    return model
+
+
+def _transduce(
+    model: SequenceModel, sources: list[np.ndarray], max_len: int, beam: int, r: _Rule
+) -> list[np.ndarray]:
+    """``model.transduce`` checked: one 1-D integer array per source, ids in [0, V), at
+    most ``max_len`` of them."""
+    what = f"transduce({len(sources)} sources, max_len={max_len}, beam_size={beam})"
+    try:
+        outputs = model.transduce(sources, max_len, beam_size=beam)
+    except Exception as err:
+        raise r.fail(f"{what} raised {_describe(err)}") from err
+    r.ensure(
+        isinstance(outputs, list) and len(outputs) == len(sources),
+        f"{what} returned {type(outputs).__name__} of "
+        f"{len(outputs) if isinstance(outputs, list) else '?'} items",
+        "transduce returns a list with one output per source",
+    )
+    checked = []
+    for i, out in enumerate(outputs):
+        arr = np.asarray(out)
+        r.ensure(
+            isinstance(out, np.ndarray)
+            and arr.ndim == 1
+            and (arr.size == 0 or np.issubdtype(arr.dtype, np.integer)),
+            f"{what}: output {i} is {type(out).__name__} of shape {np.shape(out)}",
+            "each transduce output is a 1-D integer numpy array",
+        )
+        r.ensure(
+            arr.size == 0 or (arr.min() >= 0 and arr.max() < VOCAB_SIZE),
+            f"{what}: output {i} holds ids {arr.tolist()} (the end class must not be returned)",
+            f"transduce outputs hold ids in [0, {VOCAB_SIZE})",
+        )
+        r.ensure(
+            len(arr) <= max_len,
+            f"{what}: output {i} has {len(arr)} ids",
+            "a transduce output has at most max_len ids",
+        )
+        checked.append(arr.astype(np.int64))
+    return checked
+
+
+def _target_logp(
+    model: SequenceModel, sources: list[np.ndarray], targets: list[np.ndarray], r: _Rule
+) -> list[np.ndarray]:
+    """``model.target_log_proba`` checked: (len(target) + 1,) rows, finite, <= 0."""
+    what = f"target_log_proba on {len(sources)} pairs"
+    try:
+        rows = model.target_log_proba(sources, targets)
+    except Exception as err:
+        raise r.fail(f"{what} raised {_describe(err)}") from err
+    r.ensure(
+        isinstance(rows, list) and len(rows) == len(targets),
+        f"{what} returned {type(rows).__name__}",
+        "target_log_proba returns a list with one row per pair",
+    )
+    out = []
+    for i, (row, tgt) in enumerate(zip(rows, targets, strict=True)):
+        arr = np.asarray(row, dtype=np.float64)
+        r.ensure(
+            arr.shape == (len(tgt) + 1,),
+            f"{what}: row {i} has shape {arr.shape} for a target of {len(tgt)} ids",
+            "target_log_proba gives one value per target token and one for its end",
+        )
+        r.ensure(
+            bool(np.isfinite(arr).all() and (arr <= 1e-9).all()),
+            f"{what}: row {i} is {arr.tolist()}",
+            "target_log_proba values are finite log-probabilities (<= 0)",
+        )
+        out.append(arr)
+    return out
+
+
+@rule(
+    "transduce plugins: transduce(sources, max_len, beam_size) returns one 1-D integer "
+    "array per source with ids in [0, V) (the end class V left out), at most max_len of "
+    "them, for empty, <unk> and unseen-id sources, greedy and beam",
+    task_kind="transduce",
+    requires="neural",
+)
+def check_transduce_outputs(case: KitCase, r: _Rule) -> None:
+    model = transduce_model(case, r)
+    sources = transduce_probe_sources()
+    for max_len in (1, TRANSDUCE_MAX_LEN):
+        for beam in (1, 3):
+            _transduce(model, sources, max_len, beam, r)
+
+
+def _kit_greedy(model: TorchSequenceModel, source: np.ndarray, max_len: int) -> np.ndarray:
+    """Greedy decoding through pair_logits alone: the argmax of the last position, fed
+    back, until the end class V or max_len ids."""
+    out: list[int] = []
+    src = torch.from_numpy(np.ascontiguousarray(source[None], dtype=np.int64))
+    with _evaluating(model):
+        for _ in range(max_len):
+            inputs = torch.tensor([[VOCAB_SIZE, *out]], dtype=torch.long)
+            logits = model.pair_logits(src.to(model.device), inputs.to(model.device))
+            token = int(logits[0, -1].argmax())
+            if token == VOCAB_SIZE:
+                break
+            out.append(token)
+    return np.array(out, dtype=np.int64)
+
+
+@rule(
+    "transduce plugins: beam_size=1 is deterministic (asking twice gives the same outputs) "
+    "and is greedy decoding: each output is what feeding pair_logits' argmax back gives",
+    task_kind="transduce",
+    requires="neural",
+)
+def check_transduce_greedy(case: KitCase, r: _Rule) -> None:
+    model = transduce_model(case, r)
+    sources = transduce_probe_sources()
+    first = _transduce(model, sources, TRANSDUCE_MAX_LEN, 1, r)
+    second = _transduce(model, sources, TRANSDUCE_MAX_LEN, 1, r)
+    for i, (a, b) in enumerate(zip(first, second, strict=True)):
+        r.ensure(np.array_equal(a, b), f"source {i}: {a.tolist()} then {b.tolist()}")
+    for src, got in zip(sources, first, strict=True):
+        want = _kit_greedy(model, src, TRANSDUCE_MAX_LEN)
+        r.ensure(
+            np.array_equal(got, want),
+            f"source {src.tolist()}: beam_size=1 gave {got.tolist()}, greedy decoding through "
+            f"pair_logits gives {want.tolist()}",
+        )
+
+
+@rule(
+    "transduce plugins: target_log_proba rows hold len(target) + 1 finite values <= 0, "
+    f"equal (within {TRANSDUCE_TOL:g}) the log-softmax of pair_logits in eval mode at the "
+    "target and end classes, and a pair scores the same alone as inside a padded batch",
+    task_kind="transduce",
+    requires="neural",
+)
+def check_transduce_target_log_proba(case: KitCase, r: _Rule) -> None:
+    from pipeline_core.tasks.transduce import make_batch
+
+    model = transduce_model(case, r)
+    sources = transduce_probe_sources()
+    targets = [src[::-1].copy() for src in sources[::-1]]  # every length against every other
+    rows = _target_logp(model, sources, targets, r)
+    batch = make_batch(sources, targets, VOCAB_SIZE)
+    assert batch.source is not None
+    with _evaluating(model):
+        logits = model.pair_logits(
+            torch.from_numpy(batch.source).to(model.device),
+            torch.from_numpy(batch.inputs).to(model.device),
+        )
+    expected_shape = (*batch.inputs.shape, VOCAB_SIZE + 1)
+    r.ensure(
+        tuple(logits.shape) == expected_shape,
+        f"pair_logits for inputs of shape {batch.inputs.shape} is {tuple(logits.shape)}",
+        "pair_logits returns (batch, target time, vocab_size + 1): the end class last",
+    )
+    lp = torch.log_softmax(logits.double(), dim=-1).cpu().numpy()
+    for i, (row, tgt) in enumerate(zip(rows, targets, strict=True)):
+        want = lp[i, np.arange(len(tgt) + 1), np.append(tgt, VOCAB_SIZE)]
+        gap = _max_gap(row, want)
+        r.ensure(
+            gap <= TRANSDUCE_TOL,
+            f"pair {i}: target_log_proba differs from pair_logits by {gap:.3g}",
+        )
+        alone = _target_logp(model, [sources[i]], [tgt], r)[0]
+        gap = _max_gap(alone, row)
+        r.ensure(
+            gap <= TRANSDUCE_TOL,
+            f"pair {i} alone differs from the same pair in a padded batch by {gap:.3g} "
+            "(padding leaks into the encoder or attention?)",
+        )
+
+
+@rule(
+    "transduce plugins: save() then load() gives identical transduce outputs (greedy and "
+    "beam) and target_log_proba",
+    task_kind="transduce",
+    requires="neural",
+)
+def check_transduce_save_load(case: KitCase, r: _Rule) -> None:
+    model = transduce_model(case, r)
+    sources = transduce_probe_sources()
+    targets = [src[::-1].copy() for src in sources]
+    with tempfile.TemporaryDirectory(prefix="seqlab-kit-") as tmp:
+        path = Path(tmp) / "model.pt"
+        model.save(path, vocab=list(VOCAB), plugin=r.name)
+        loaded = case.plugin.load(path, vocab=list(VOCAB))
+    for beam in (1, 2):
+        before = _transduce(model, sources, TRANSDUCE_MAX_LEN, beam, r)
+        after = _transduce(loaded, sources, TRANSDUCE_MAX_LEN, beam, r)
+        for i, (a, b) in enumerate(zip(before, after, strict=True)):
+            r.ensure(
+                np.array_equal(a, b),
+                f"beam_size={beam}, source {i}: {a.tolist()} before, {b.tolist()} after load",
+            )
+    gap = max(
+        _max_gap(a, b)
+        for a, b in zip(
+            _target_logp(model, sources, targets, r),
+            _target_logp(loaded, sources, targets, r),
+            strict=True,
+        )
+    )
+    r.ensure(gap == 0.0, f"target_log_proba after load differs by up to {gap:.3g}")
+
+
+@rule(
+    "transduce plugins: trained by the transduce task for "
+    f"{TRANSDUCE_EPOCHS} epochs on every sequence of {TRANSDUCE_LENGTHS[0]} to "
+    f"{TRANSDUCE_LENGTHS[-1]} symbols and its reversal, greedy outputs match at least "
+    f"{TRANSDUCE_EXACT:.0%} of the training targets exactly",
+    task_kind="transduce",
+    requires="neural",
+)
+def check_transduce_learns_reversal(case: KitCase, r: _Rule) -> None:
+    model = transduce_model(case, r)
+    pairs = transduce_pairs()
+    outputs = _transduce(model, list(pairs.sources), TRANSDUCE_MAX_LEN, 1, r)
+    hits = [np.array_equal(o, t) for o, t in zip(outputs, pairs.targets, strict=True)]
+    share = float(np.mean(hits))
+    wrong = next((i for i, h in enumerate(hits) if not h), None)
+    example = (
+        ""
+        if wrong is None
+        else f"; e.g. {pairs.sources[wrong].tolist()} -> {outputs[wrong].tolist()}"
+    )
+    r.ensure(share >= TRANSDUCE_EXACT, f"exact match {share:.2f} on {len(hits)} pairs{example}")
+
+
 _CHECK_FNS: tuple[CheckFn, ...] = (
     check_class_contract,
     check_config_defaults,
@@ -1121,6 +1406,11 @@ _CHECK_FNS: tuple[CheckFn, ...] = (
     check_carried_state,
     check_refuses_undeclared_task,
     check_stateful_training,
+    check_transduce_outputs,
+    check_transduce_greedy,
+    check_transduce_target_log_proba,
+    check_transduce_save_load,
+    check_transduce_learns_reversal,
 )
 
 
