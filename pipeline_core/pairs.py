@@ -281,7 +281,7 @@ def read_tsv(path: str | Path) -> list[tuple[str, str]]:
         columns = row.split("\t")
         if len(columns) != 2:
             raise DataError(
-                f"{p}:{number}: expected 2 tab-separated columns (source<TAB>target), "
+                f"{p} line {number}: expected 2 tab-separated columns (source<TAB>target), "
                 f"found {len(columns)}"
             )
         rows.append((columns[0], columns[1]))

@@ -209,7 +209,7 @@ CASES = [
     case("epochs-not-int", f"{RUN} --epochs abc", "--epochs", "integer"),
     case("unknown-flag", f"{RUN} --bogus-flag", "--bogus-flag"),
     case("unknown-command", "frobnicate", "frobnicate"),
-    case("score-no-argument", "score", "checkpoint"),
+    case("score-no-argument", "score", "MODEL"),
     case("export-arpa-no-output", "export-arpa {ngram}", "output"),
     case("inspect-no-source", "data inspect", "source"),
     case("inspect-context-not-int", INSPECT + "text.txt --context-len x", "--context-len"),

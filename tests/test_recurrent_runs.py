@@ -147,11 +147,16 @@ def test_a_diverging_model_fails_alone_with_a_hint_to_clip(
     exploding = {
         "plugin": "rnn",
         "name": "exploding",
-        "params": {**TINY, "recurrent_scale": 50.0},
+        "params": {"hidden_size": 64, "recurrent_scale": 50.0},
         "train": {"clip_norm": None, "lr": 10.0},
     }
+    source = _slice(tmp_path, 20_000)
     config = _config(
-        tracking_uri, _slice(tmp_path, 20_000), [exploding, {"plugin": "lstm", "params": TINY}]
+        tracking_uri,
+        source,
+        [exploding, {"plugin": "lstm", "params": TINY}],
+        # 50 steps of BPTT through W_h scaled 50x overflow float32 (tests/test_diagnostics.py)
+        data={"source": source, "clean": "seed", "context_len": 50},
     )
     result = compare_flow(config)
     rows = result.leaderboard.set_index("model")

@@ -228,11 +228,11 @@ def test_tsv_pairs_split_in_file_order(tmp_path: Path) -> None:
     [
         (
             ["a\tb", "", "a\tb\tc"],
-            ":3: expected 2 tab-separated columns (source<TAB>target), found 3",
+            " line 3: expected 2 tab-separated columns (source<TAB>target), found 3",
         ),
         (
             ["a\tb", "just one column"],
-            ":2: expected 2 tab-separated columns (source<TAB>target), found 1",
+            " line 2: expected 2 tab-separated columns (source<TAB>target), found 1",
         ),
         (["a\tb"] * 5, "5 pair(s) cannot be split 80/10/10"),
     ],
