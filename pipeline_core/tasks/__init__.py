@@ -64,6 +64,12 @@ class Baseline:
     scoring: str
 
 
+def capped(n_batches: int, train_cfg: TrainConfig) -> int:
+    """``n_batches``, at most ``train.max_batches_per_epoch``."""
+    cap = train_cfg.max_batches_per_epoch
+    return n_batches if cap is None else min(n_batches, cap)
+
+
 class Task(ABC):
     """One task: batches for training, the plugin method it needs, and its scoring."""
 

@@ -28,7 +28,7 @@ import torch
 from pydantic import Field
 
 from pipeline_core.errors import ConfigError, DataError, PluginError
-from pipeline_core.tasks import Batch, Task, TaskOptions, get_task, register_task
+from pipeline_core.tasks import Batch, Task, TaskOptions, capped, get_task, register_task
 from pipeline_core.tasks.next_token import epoch_rng
 from pipeline_core.vectorize import count_windows, iter_batches
 
@@ -146,9 +146,7 @@ class FillBlankTask(Task):
                 f"2 * context_len + 1 = {window} (a blank and context_len tokens each side)"
             )
         n = -(-n_windows // train_cfg.batch_size)
-        if train_cfg.max_batches_per_epoch is not None:
-            n = min(n, train_cfg.max_batches_per_epoch)
-        return n
+        return capped(n, train_cfg)
 
     def check_fill(
         self, train: np.ndarray, context_len: int, step: int, train_cfg: TrainConfig

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pipeline_core.errors import DataError
-from pipeline_core.tasks import IGNORE, Batch, Task, register_task
+from pipeline_core.tasks import IGNORE, Batch, Task, capped, register_task
 from pipeline_core.vectorize import count_windows, iter_batches
 
 if TYPE_CHECKING:
@@ -68,9 +68,7 @@ class NextTokenTask(Task):
                     f"train split has {len(train)} tokens, fewer than context_len + 1 = {window}"
                 )
             n = -(-n_windows // train_cfg.batch_size)
-        if train_cfg.max_batches_per_epoch is not None:
-            n = min(n, train_cfg.max_batches_per_epoch)
-        return n
+        return capped(n, train_cfg)
 
     def check_fill(
         self, train: np.ndarray, context_len: int, step: int, train_cfg: TrainConfig

@@ -47,7 +47,7 @@ from pydantic import Field
 
 from pipeline_core.errors import ConfigError, DataError, PluginOutputError
 from pipeline_core.pairs import PairSet, PairSets, built_in_pairs, tsv_pairs
-from pipeline_core.tasks import IGNORE, Baseline, Batch, Task, TaskOptions, register_task
+from pipeline_core.tasks import IGNORE, Baseline, Batch, Task, TaskOptions, capped, register_task
 from pipeline_core.vectorize import SPLIT_NAMES, Vocabulary, detokenize
 
 if TYPE_CHECKING:
@@ -403,9 +403,7 @@ class TransduceTask(Task):
                 f"split's {len(train):,} tokens; use more data or raise task_options.max_len"
             )
         n = -(-len(pairs) // train_cfg.batch_size)
-        if train_cfg.max_batches_per_epoch is not None:
-            n = min(n, train_cfg.max_batches_per_epoch)
-        return n
+        return capped(n, train_cfg)
 
     def check_fill(
         self, train: np.ndarray, context_len: int, step: int, train_cfg: TrainConfig
