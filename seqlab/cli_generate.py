@@ -166,7 +166,7 @@ def score_text_command(
 ) -> None:
     """``seqlab score MODEL --text TEXT | --file PATH``: the text's log-probability."""
     from pipeline_core.errors import ConfigError
-    from pipeline_core.generation import score_text
+    from pipeline_core.generation import CARRIED, score_text
 
     if text is not None and file is not None:
         raise ConfigError("--text and --file: give one of them, not both")
@@ -177,7 +177,12 @@ def score_text_command(
         body = clean_text(body, clean)
     loaded = load_model(model, tracking_uri)
     warn_unknown(body, loaded, "text")
-    scores = score_text(loaded.model, body, loaded.vocab, loaded.level, loaded.context_len)
+    # scored the way the leaderboard scored it: carried state only for a model trained
+    # by stateful BPTT, windows of its context_len otherwise
+    carry = loaded.scoring == CARRIED
+    scores = score_text(
+        loaded.model, body, loaded.vocab, loaded.level, loaded.context_len, carry_state=carry
+    )
     figures = {
         **loaded.describe(),
         "input": str(file) if file is not None else "--text",

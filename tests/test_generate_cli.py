@@ -204,10 +204,11 @@ def test_unknown_prompt_characters_are_one_warning(
 
 
 def hand_log_prob(loaded: LoadedModel, ids: np.ndarray) -> float:
-    """log p(ids[1:]) computed token by token: a fresh window of at most context_len
-    tokens for the n-gram, the LSTM's state carried from the first token."""
+    """log p(ids[1:]) computed token by token, the way the model was scored in its run:
+    the state carried from the first token for a model trained by stateful BPTT, else a
+    fresh window of at most context_len tokens (the n-gram; the LSTM trained on windows)."""
     model = loaded.model
-    if loaded.plugin == "lstm":
+    if loaded.scoring == "carried state":
         total, state = 0.0, None
         assert isinstance(model, torch.nn.Module)
         model.eval()
@@ -231,7 +232,10 @@ def test_score_text_is_the_sequence_log_prob(
     loaded = resolve_model(store.checkpoints[name])
     ids, unknown = encode_prompt(text, loaded.vocab, loaded.level)
     by_hand = hand_log_prob(loaded, ids)
-    assert sequence_log_prob(loaded.model, ids, CONTEXT_LEN) == pytest.approx(by_hand, rel=1e-6)
+    carry = loaded.scoring == "carried state"
+    assert sequence_log_prob(loaded.model, ids, CONTEXT_LEN, carry_state=carry) == pytest.approx(
+        by_hand, rel=1e-6
+    )
     file = tmp_path / "text.txt"
     file.write_text(text, encoding="utf-8")
     for uri in (f"runs:/{store.run_ids[name]}/model", f"models:/{REGISTERED}@{ALIAS[name]}"):
@@ -244,7 +248,7 @@ def test_score_text_is_the_sequence_log_prob(
             assert figures["bpc"] == pytest.approx(-by_hand / math.log(2) / (len(text) - 1))
             assert figures["nll"] == pytest.approx(-by_hand / (len(text) - 1))
             assert figures["unknown"] == unknown == 2
-            assert figures["scoring"] == ("carried state" if name == "lstm" else "windows")
+            assert figures["scoring"] == loaded.scoring  # as scored in its run
             assert "warning: 2 characters of the text" in result.stderr
     plain = cli(capfd, "score", str(store.checkpoints[name]), "--text", "abcab")
     assert plain.returncode == 0 and "bpc: " in plain.stdout and "tokens_scored: 4" in plain.stdout
