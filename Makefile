@@ -25,7 +25,7 @@ demo: install
 	$(BIN)/seqlab run --config configs/demo.yaml
 
 test: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=25
 
 test-fast: install
 	$(BIN)/pytest -q -m "not slow"

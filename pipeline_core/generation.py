@@ -174,10 +174,12 @@ def token_log_probs(
 
 
 def sequence_log_prob(
-    model: SequenceModel, ids: np.ndarray, context_len: int, carry_state: bool | None = None
+    model: SequenceModel, ids: np.ndarray, context_len: int, carry_state: bool | None = False
 ) -> float:
-    """Total natural-log probability of ``ids[1:]`` given what precedes each token
-    (see :func:`token_log_probs` for the two ways of computing it)."""
+    """Total natural-log probability of ``ids[1:]``, each token given at most the
+    ``context_len`` before it (windows, the default), or everything before it with the
+    state carried (``carry_state``; None: whenever the plugin can); see
+    :func:`token_log_probs`."""
     return float(token_log_probs(model, ids, context_len, carry_state).sum())
 
 

@@ -129,7 +129,9 @@ def test_carried_scoring_equals_the_covering_window_and_chunks(
     windows = token_log_probs(model, seq, context_len=len(seq), carry_state=False)
     carried = token_log_probs(model, seq, context_len=3)  # stateful: carried by default
     assert carried == pytest.approx(windows, abs=1e-6)  # float32 inside the LSTM
-    assert sequence_log_prob(model, seq, 3) == pytest.approx(float(windows.sum()), rel=1e-6)
+    assert sequence_log_prob(model, seq, 3, carry_state=None) == pytest.approx(
+        float(windows.sum()), rel=1e-6
+    )
     monkeypatch.setattr(generation, "SCORE_BATCH", 7)  # state carried across chunks
     assert token_log_probs(model, seq, 3) == pytest.approx(carried, abs=1e-6)
 
