@@ -24,11 +24,13 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/seqlab run --config configs/demo.yaml
 
+# one pytest worker per core, each test file on one worker (its module fixtures built
+# once), one torch thread per worker (tests/conftest.py)
 test: install
-	$(BIN)/pytest -q --durations=25
+	$(BIN)/pytest -q -n auto --dist loadfile --durations=25
 
 test-fast: install
-	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q -n auto --dist loadfile -m "not slow"
 
 lint: install
 	$(BIN)/ruff check .
@@ -38,6 +40,7 @@ lint: install
 bench: install
 	$(BIN)/python benchmarks/ngram_vs_nltk.py
 	$(BIN)/python benchmarks/trainer_overhead.py
+	$(BIN)/python benchmarks/runners.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

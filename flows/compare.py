@@ -25,6 +25,7 @@ from flows.tasks import (
     vectorize_task,
 )
 from pipeline_core import experiment, interrupt
+from pipeline_core.champion import RegistryOutcome, register_best
 from pipeline_core.config import RunConfig
 from pipeline_core.experiment import ModelResult, ResolvedModel
 from pipeline_core.tracking import RunRef, get_tracker, resolve_tracking_uri
@@ -43,6 +44,8 @@ class ComparisonResult:
     resumed: list[str] = field(default_factory=list)
     task: str = "next-token"
     notes: list[str] = field(default_factory=list)
+    #: what the model registry did (pipeline_core.champion); None: not asked
+    registry: RegistryOutcome | None = None
 
     @property
     def failures(self) -> list[ModelResult]:
@@ -87,7 +90,7 @@ def compare_flow(config: RunConfig, resume: str | None = None) -> ComparisonResu
     resolved = experiment.resolve_models(config.models, the_task, config.train)
     plan = plan_resume(tracker, resume, config) if resume else None
     docs = clean_task(ingest_task(config.data), config.data)
-    corpus = vectorize_task(docs, config.data)
+    corpus = vectorize_task(docs, config.data, config.execution.refresh)
     # batches the data cannot fill, a step past the train split: refused before any run
     experiment.check_fits(resolved, corpus, the_task)
     tags = flow_run_tags()
@@ -119,6 +122,7 @@ def compare_flow(config: RunConfig, resume: str | None = None) -> ComparisonResu
             results[item.label] = collect(item, trained, evaluated)
         ordered = [results[item.label] for item in resolved]
         table, notes = experiment.finish_comparison(tracker, parent, ordered, the_task, corpus)
+    registry = register_best(config, tracker, parent, ordered, corpus.text_sha256)
     return ComparisonResult(
         parent_run_id=parent.run_id,
         experiment=experiment.experiment_name(config.data, config.tracking, config.task),
@@ -129,4 +133,42 @@ def compare_flow(config: RunConfig, resume: str | None = None) -> ComparisonResu
         resumed=sorted(plan.finished) if plan else [],
         task=config.task,
         notes=notes,
+        registry=registry,
     )
+
+
+def run_comparison(config: RunConfig, resume: str | None = None) -> ComparisonResult:
+    """The compare flow on the task runner ``config.execution.runner`` names
+    (:mod:`flows.runners`): sequential as ``compare_flow`` itself; threads or Dask with
+    one torch thread per model. A Dask run without ``PREFECT_API_URL`` gets a temporary
+    Prefect server on 127.0.0.1 for its duration, which its workers report to."""
+    import contextlib
+
+    from flows.runners import (
+        check_execution,
+        dask_settings,
+        kill_orphaned_model_runs,
+        parallel_config,
+        task_runner_for,
+    )
+    from flows.server import prefect_api
+    from pipeline_core.training import torch_threads
+
+    runner = config.execution.runner
+    if runner == "sequential":
+        return compare_flow(config, resume)
+    check_execution(config)  # an unreachable dask_address: one line, before any run
+    config = parallel_config(config)
+    parallel_flow = compare_flow.with_options(task_runner=task_runner_for(config))
+    if runner == "dask":
+        with prefect_api(), dask_settings():  # workers cannot share an ephemeral server
+            try:
+                return parallel_flow(config, resume)
+            except BaseException as err:
+                if not isinstance(err, Exception):  # Ctrl-C, SIGTERM: workers stopped too
+                    with contextlib.suppress(Exception):  # the interrupt must go on
+                        kill_orphaned_model_runs(config)
+                raise
+    # threads share this process's torch: one thread, for evaluation too
+    with torch_threads(config.train.num_threads):
+        return parallel_flow(config, resume)

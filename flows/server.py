@@ -62,8 +62,9 @@ def _linux_prctl() -> Callable[..., int] | None:
     return prctl
 
 
-def die_with_parent() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that makes the child receive SIGKILL when this process (its
+def die_with_parent(sig: int = signal.SIGKILL) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child receive ``sig`` (SIGKILL unless a child
+    that cleans up on SIGTERM or SIGINT should get the chance) when this process (its
     creating thread: call from the main thread) dies; None where prctl is missing. If
     the parent died between fork and prctl, the child exits at once."""
     prctl = _linux_prctl()  # resolved before the fork: the child only calls it
@@ -72,7 +73,7 @@ def die_with_parent() -> Callable[[], None] | None:
     parent = os.getpid()
 
     def preexec() -> None:
-        prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
         if os.getppid() != parent:
             os._exit(1)
 
@@ -131,8 +132,11 @@ def copy_database(src: Path, dst: Path) -> None:
 class TemporaryServer:
     """A Prefect server child of this process; a context manager (see the module doc)."""
 
-    def __init__(self, startup_timeout: float | None = None) -> None:
+    def __init__(self, startup_timeout: float | None = None, services: bool = False) -> None:
         self.startup_timeout = startup_timeout or startup_timeout_s()
+        #: Prefect's background services (the scheduler among them): an ephemeral
+        #: server runs none, so a schedule served against it never creates runs
+        self.services = services
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
         self.folder: Path | None = None
@@ -150,13 +154,14 @@ class TemporaryServer:
             {
                 "PREFECT_HOME": str(prefect_home()),
                 "PREFECT_UI_ENABLED": "0",
-                "PREFECT__SERVER_EPHEMERAL": "1",
                 "PREFECT__SERVER_FINAL": "1",
                 "PREFECT_SERVER_ANALYTICS_ENABLED": env.get(
                     "PREFECT_SERVER_ANALYTICS_ENABLED", "false"
                 ),
             }
         )
+        if not self.services:
+            env["PREFECT__SERVER_EPHEMERAL"] = "1"
         if self.database is not None:
             url = f"sqlite+aiosqlite:///{self.database}"
             env["PREFECT_API_DATABASE_CONNECTION_URL"] = url
@@ -303,10 +308,11 @@ def configured_api_url() -> str | None:
 
 
 @contextlib.contextmanager
-def prefect_api() -> Iterator[str]:
+def prefect_api(services: bool = False) -> Iterator[str]:
     """The Prefect API for a run: the configured one once it answers its health check,
     else a :class:`TemporaryServer` for the duration of the block (exported as
-    ``PREFECT_API_URL`` to Prefect's settings and to subprocesses)."""
+    ``PREFECT_API_URL`` to Prefect's settings and to subprocesses); ``services`` gives
+    it Prefect's scheduler (``seqlab schedule``)."""
     configured = configured_api_url()
     if configured:
         probe_prefect_api(configured)
@@ -314,7 +320,7 @@ def prefect_api() -> Iterator[str]:
         return
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with TemporaryServer() as url:
+    with TemporaryServer(services=services) as url:
         os.environ["PREFECT_API_URL"] = url
         try:
             with temporary_settings(updates={PREFECT_API_URL: url}):

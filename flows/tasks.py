@@ -28,9 +28,10 @@ def clean_task(docs: pd.DataFrame, data: DataConfig) -> pd.DataFrame:
 
 
 @task(name="vectorize", cache_policy=NO_CACHE)
-def vectorize_task(docs: pd.DataFrame, data: DataConfig) -> EncodedCorpus:
-    """Cached on disk by pipeline_core on the text's sha256 + the data config."""
-    return experiment.encode(docs, data)
+def vectorize_task(docs: pd.DataFrame, data: DataConfig, refresh: bool = False) -> EncodedCorpus:
+    """Cached on disk by pipeline_core on the text's sha256 + the data config;
+    ``refresh`` recomputes it and overwrites the cache."""
+    return experiment.encode(docs, data, refresh)
 
 
 @task(name="start-comparison", cache_policy=NO_CACHE)

@@ -179,6 +179,48 @@ class TrackingConfig(StrictModel):
     )
 
 
+Runner = Literal["sequential", "threads", "dask"]
+
+
+class ExecutionConfig(StrictModel):
+    """How the comparison's tasks run: one after another, on threads, or on Dask."""
+
+    runner: Runner = Field(
+        default="sequential",
+        description="sequential (one model at a time), threads (models in parallel "
+        "threads) or dask (each model a task on a Dask cluster).",
+    )
+    dask_address: str | None = Field(
+        default=None,
+        description="A running Dask scheduler, e.g. `tcp://10.0.0.5:8786` (null: a "
+        "LocalCluster of `dask_workers` processes for the run's duration).",
+    )
+    dask_workers: int = Field(
+        default=2, ge=1, le=256, description="Worker processes of the LocalCluster."
+    )
+    refresh: bool = Field(
+        default=False,
+        description="Recompute the vectorized data even when a cached copy for the same "
+        "text and data config exists.",
+    )
+
+
+class RegistryConfig(StrictModel):
+    """The MLflow model registry: where a comparison's best model goes."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Register the best model by validation bpc after a comparison "
+        "(`--no-register`: do not).",
+    )
+    name: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$",
+        description="Registered model name: letters, digits, `.`, `_` and `-` (null: "
+        "`seqlab-<dataset>`).",
+    )
+
+
 class RunConfig(StrictModel):
     """The whole resolved configuration of one ``seqlab run``."""
 
@@ -204,6 +246,12 @@ class RunConfig(StrictModel):
     )
     tracking: TrackingConfig = Field(
         default_factory=TrackingConfig, description="Where and what MLflow records."
+    )
+    execution: ExecutionConfig = Field(
+        default_factory=ExecutionConfig, description="Where the comparison's tasks run."
+    )
+    registry: RegistryConfig = Field(
+        default_factory=RegistryConfig, description="What the model registry receives."
     )
 
 

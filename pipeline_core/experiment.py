@@ -76,9 +76,10 @@ def clean(docs: pd.DataFrame, data: DataConfig) -> pd.DataFrame:
     return clean_documents(docs, data.clean)
 
 
-def encode(docs: pd.DataFrame, data: DataConfig) -> EncodedCorpus:
-    """The cleaned documents as one encoded corpus, cached on text hash + config."""
-    corpus, _ = vectorize_cached(corpus_text(docs["text"].tolist()), data)
+def encode(docs: pd.DataFrame, data: DataConfig, refresh: bool = False) -> EncodedCorpus:
+    """The cleaned documents as one encoded corpus, cached on text hash + config
+    (``refresh``: recomputed and the cache overwritten; ``corpus.cache`` says which)."""
+    corpus, _ = vectorize_cached(corpus_text(docs["text"].tolist()), data, refresh=refresh)
     return corpus
 
 
@@ -168,6 +169,8 @@ class ModelResult:
     error: str | None = None
     samples: dict[str, str] | None = None
     grad_flow: list[float] | None = None
+    #: per-epoch figures (None: not at hand, e.g. a model kept by a resume)
+    history: list[EpochRecord] | None = None
 
     @property
     def failed(self) -> bool:
@@ -368,6 +371,7 @@ def evaluate_model(
         scoring=report.scoring,
         samples=report.samples,
         grad_flow=trained.grad_flow,
+        history=list(trained.history),
     )
 
 
@@ -475,6 +479,78 @@ def summary_lines(table: pd.DataFrame, task: Task) -> list[str]:
     return lines
 
 
+def leaderboard_markdown(table: pd.DataFrame) -> str:
+    """The leaderboard as a markdown table (``leaderboard.md``): the columns that hold
+    something, figures to 4 decimals, seconds to 1."""
+    shown = [
+        c
+        for c in table.columns
+        if c in ("model", "plugin", "status")
+        or table[c].map(lambda v: not (v == "" or (isinstance(v, float) and v != v))).any()
+    ]
+
+    def cell(column: str, value: Any) -> str:
+        if not isinstance(value, float):
+            return str(value).replace("|", "\\|").replace("\n", " ")
+        if value != value:
+            return ""
+        return f"{value:.1f}" if column == "train_s" else f"{value:.4f}"
+
+    text = ("model", "plugin", "status", "scoring", "run_id", "error")
+    rule = ["---" if c in text else "---:" for c in shown]
+    lines = ["| " + " | ".join(shown) + " |", "|" + "|".join(rule) + "|"]
+    for row in table[shown].itertuples(index=False):
+        lines.append("| " + " | ".join(cell(c, v) for c, v in zip(shown, row, strict=True)) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def val_bpc_curves(
+    tracker: Tracker, results: list[ModelResult], task: Task, corpus: EncodedCorpus | None
+) -> dict[str, list[tuple[int, float]]]:
+    """Validation bpc per epoch of every finished model, as logged per epoch: from its
+    history, else (a model a resume kept) from its run's ``val_bpc`` metric."""
+    from pipeline_core.callbacks import epoch_metrics
+
+    ratio = task.tokens_per_char(corpus, "val") if corpus is not None else None
+    curves: dict[str, list[tuple[int, float]]] = {}
+    for r in results:
+        if r.failed:
+            continue
+        if r.history:
+            scores = r.val_scores
+            per_char = ratio
+            if per_char is None and scores is not None and scores.n_chars:
+                per_char = scores.n_tokens / scores.n_chars
+            if per_char is None:
+                continue
+            points = [(h.epoch, epoch_metrics(h, per_char)["val_bpc"]) for h in r.history]
+        elif r.run_id and r.plugin != BASELINE:
+            points = [p for p in tracker.metric_history(r.run_id, "val_bpc") if p[0] >= 1]
+        else:
+            continue
+        points = [(int(e), float(v)) for e, v in points if np.isfinite(v)]
+        if points:
+            curves[r.label] = points
+    return curves
+
+
+def log_learning_curves(
+    tracker: Tracker,
+    parent: RunRef,
+    results: list[ModelResult],
+    task: Task,
+    corpus: EncodedCorpus | None,
+) -> None:
+    """Every model's validation bpc per epoch in one figure on the parent run."""
+    from pipeline_core import plots
+
+    curves = val_bpc_curves(tracker, results, task, corpus)
+    if curves:
+        fig = plots.learning_curves(curves, "validation bpc per epoch")
+        tracker.log_figure(parent, fig, "learning_curves.png")
+        plots.close(fig)
+
+
 CONFIG_ARTIFACT = "config.json"
 
 
@@ -497,6 +573,7 @@ def start_comparison(
         tags={
             **tags,
             "seqlab.data_sha256": corpus.text_sha256,
+            **({"seqlab.vectorize_cache": corpus.cache} if corpus.cache else {}),
             "seqlab.kind": "compare",
             "seqlab.task": config.task,
             **process_tags(),
@@ -534,6 +611,7 @@ def finish_comparison(
     metric = f"test_{the_task.rank_metric}"
     if len(table):
         tracker.log_text(parent, table.to_csv(index=False), "leaderboard.csv")
+        tracker.log_text(parent, leaderboard_markdown(table), "leaderboard.md")
     for row in rows:
         if row.plugin == BASELINE and row.scores is not None and row.val_scores is not None:
             tracker.log_metrics(
@@ -565,6 +643,7 @@ def finish_comparison(
         )
         tracker.log_figure(parent, fig, "gradient_flow.png")
         plots.close(fig)
+    log_learning_curves(tracker, parent, results, the_task, corpus)
     lines = summary_lines(table, the_task)
     if lines:
         tracker.log_text(parent, "\n".join(lines) + "\n", "summary.txt")

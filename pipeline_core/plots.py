@@ -78,5 +78,35 @@ def gradient_flow(curves: Mapping[str, np.ndarray], title: str) -> Any:
     return fig
 
 
+def learning_curves(
+    curves: Mapping[str, Sequence[tuple[int, float]]],
+    title: str,
+    ylabel: str = "validation bits per character",
+) -> Any:
+    """Several models' (epoch, value) curves overlaid. A model with one point (a
+    count-based model fits in one pass) is a dashed level across the epochs shown."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    last = max((e for points in curves.values() for e, _ in points), default=1)
+    for label, points in curves.items():
+        epochs = [e for e, _ in points]
+        values = [v for _, v in points]
+        if len(points) == 1:
+            (line,) = ax.plot(epochs, values, marker="s", linestyle="none", label=label)
+            end = max(last, epochs[0])
+            ax.hlines(values[0], epochs[0], end, colors=line.get_color(), linestyles="--")
+        else:
+            ax.plot(epochs, values, marker="o", label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(True, alpha=0.3)
+    if curves:
+        ax.legend(loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
 def close(fig: Any) -> None:
     _pyplot().close(fig)

@@ -106,6 +106,8 @@ def record(
     fig = plots.learning_curve(report.history, report.label)
     tracker.log_figure(run, fig, "learning_curve.png")
     plots.close(fig)
+    from pipeline_core.serving import save_pyfunc_model
+
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = model.save(
             Path(tmp) / "checkpoint.pt",
@@ -113,4 +115,9 @@ def record(
             plugin=report.plugin,
             extra={"data": corpus.config.model_dump(mode="json"), "scoring": report.scoring},
         )
-        tracker.log_file(run, ckpt, "model")
+        start = corpus.span("test")[0]
+        example = corpus.ids[start : start + corpus.config.context_len]
+        folder = save_pyfunc_model(
+            ckpt, Path(tmp) / "model", detokenize(corpus.vocab.decode(example), corpus.level)
+        )
+        tracker.log_artifacts(run, folder, "model")

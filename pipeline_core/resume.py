@@ -21,7 +21,8 @@ from pipeline_core.metrics import Scores
 from pipeline_core.tracking import RunRef, Tracker
 
 #: settings that may differ between the killed run and its resume
-IGNORED_ON_RESUME = ("tracking", "train.progress")
+#: settings a resume may change: where runs are recorded, shown, run and registered
+IGNORED_ON_RESUME = ("tracking", "train.progress", "train.num_threads", "execution", "registry")
 
 
 @dataclass

@@ -129,15 +129,18 @@ class Tracker:
 
         self.uri = resolve_tracking_uri(tracking_uri)
         mlflow.set_tracking_uri(self.uri)
+        # the registry is the tracking store's, whatever mlflow.set_registry_uri or
+        # MLFLOW_REGISTRY_URI left in this process (a champion read in one store and
+        # registered in another would compare the wrong figures)
         if not self.uri.startswith("sqlite:///"):
-            self.client = MlflowClient(tracking_uri=self.uri)
+            self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
             return
         db = Path(self.uri.removeprefix("sqlite:///"))
         prepare_store(self.uri)
         # several processes may meet a store that does not exist yet: one creates the
         # tables while the others wait, instead of racing to create them
         with file_lock(db.with_name(db.name + ".lock")):
-            self.client = MlflowClient(tracking_uri=self.uri)
+            self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
             self.client.search_experiments(max_results=1)
 
     def experiment_id(self, name: str) -> str:
@@ -223,6 +226,35 @@ class Tracker:
             tmp.unlink(missing_ok=True)  # a full disk leaves no partial file behind
             raise
 
+    def log_artifacts(self, run: RunRef, folder: str | Path, artifact_path: str) -> None:
+        """Log a folder's files under ``artifact_path``. Into a local artifact store the
+        folder is built under a temporary name (each file copied under a temporary name,
+        then renamed) and renamed into place, so a kill never leaves a half-written file
+        or folder under its real name."""
+        local = self.local_artifact_dir(run)
+        if local is None:
+            self.client.log_artifacts(run.run_id, str(folder), artifact_path)
+            return
+        dest = local / artifact_path.strip("/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}"
+        try:
+            shutil.rmtree(tmp, ignore_errors=True)
+            for source in sorted(Path(folder).rglob("*")):
+                target = tmp / source.relative_to(folder)
+                if source.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                part = target.with_name(f".{target.name}.part")
+                shutil.copyfile(source, part)
+                os.replace(part, target)
+            fault_delay("artifact")  # tests kill a process here, between copy and rename
+            _move_into(tmp, dest)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # a full disk leaves no partial folder
+            raise
+
     def local_artifact_dir(self, run: RunRef) -> Path | None:
         """The run's artifact folder when the store keeps artifacts on this disk."""
         uri = self.client.get_run(run.run_id).info.artifact_uri
@@ -287,6 +319,12 @@ class Tracker:
         except Exception:
             return None
 
+    def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
+        """Every (step, value) logged for ``key`` on run ``run_id``, by step."""
+        return sorted(
+            (int(m.step), float(m.value)) for m in self.client.get_metric_history(run_id, key)
+        )
+
     def child_runs(self, parent: RunRef) -> list[Any]:
         return list(
             self.client.search_runs(
@@ -306,6 +344,23 @@ def file_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _move_into(src: Path, dest: Path) -> None:
+    """Rename the folder ``src`` to ``dest``; onto an existing folder, entry by entry
+    (a file replaces its namesake). ``src`` is gone afterwards."""
+    if not dest.exists():
+        os.replace(src, dest)
+        return
+    for entry in sorted(src.iterdir()):
+        target = dest / entry.name
+        if entry.is_dir() and target.is_dir():
+            _move_into(entry, target)
+        else:
+            if target.is_dir():
+                shutil.rmtree(target)
+            os.replace(entry, target)
+    src.rmdir()
 
 
 def fault_delay(point: str) -> None:
@@ -528,19 +583,66 @@ def register_model_version(
     artifact_path: str = "model",
     alias: str | None = None,
     tracking_uri: str | None = None,
+    tags: Mapping[str, Any] | None = None,
 ) -> str:
     """Register ``runs:/<run_id>/<artifact_path>`` as a new version of the registered
-    model ``name`` (created if needed), optionally under ``alias``; returns the version."""
+    model ``name`` (created if needed), with ``tags`` and optionally under ``alias``;
+    returns the version. All or nothing: the version is created with its tags in one
+    call, and if moving the alias fails the version (and a registered model created
+    here) is deleted again before the error goes on."""
     client = get_tracker(tracking_uri).client
+    created_model = False
     try:
         client.get_registered_model(name)
     except Exception as err:
         if _mlflow_error_code(err) != NOT_FOUND:
             raise
         client.create_registered_model(name)
-    version = client.create_model_version(
-        name, source=f"runs:/{run_id}/{artifact_path.strip('/')}", run_id=run_id
-    )
-    if alias is not None:
-        client.set_registered_model_alias(name, alias, str(version.version))
+        created_model = True
+    try:
+        version = client.create_model_version(
+            name,
+            source=f"runs:/{run_id}/{artifact_path.strip('/')}",
+            run_id=run_id,
+            tags={k: str(v) for k, v in (tags or {}).items()},
+        )
+    except BaseException:
+        if created_model:
+            with contextlib.suppress(Exception):
+                client.delete_registered_model(name)
+        raise
+    try:
+        if alias is not None:
+            client.set_registered_model_alias(name, alias, str(version.version))
+    except BaseException:
+        with contextlib.suppress(Exception):
+            client.delete_model_version(name, str(version.version))
+            if created_model:
+                client.delete_registered_model(name)
+        raise
     return str(version.version)
+
+
+def model_version_by_alias(name: str, alias: str, tracking_uri: str | None = None) -> Any | None:
+    """The ``ModelVersion`` (with its tags) that ``name@alias`` names, or None when the
+    registered model or the alias does not exist; any other failure is raised."""
+    client = get_tracker(tracking_uri).client
+    try:
+        registered = client.get_registered_model(name)
+    except Exception as err:
+        if _mlflow_error_code(err) == NOT_FOUND:
+            return None
+        raise
+    aliases = dict(getattr(registered, "aliases", None) or {})
+    if alias not in aliases:
+        return None
+    return client.get_model_version(name, str(aliases[alias]))
+
+
+def model_versions_of_run(name: str, run_id: str, tracking_uri: str | None = None) -> list[str]:
+    """The versions of the registered model ``name`` made from run ``run_id`` (oldest
+    first; none when the model does not exist)."""
+    client = get_tracker(tracking_uri).client
+    quoted = name.replace("'", "\\'")
+    found = client.search_model_versions(f"name='{quoted}' and run_id='{run_id}'")
+    return [str(v) for v in sorted(int(m.version) for m in found)]

@@ -20,7 +20,7 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +139,9 @@ class EncodedCorpus:
     level: Level
     text_sha256: str
     config: DataConfig
+    #: how :func:`vectorize_cached` got it: hit, miss or refreshed ("" when built
+    #: directly); logged on the comparison's parent run, not part of the corpus's identity
+    cache: str = field(default="", compare=False, repr=False)
 
     def span(self, split: str) -> tuple[int, int]:
         b0, b1 = self.bounds
@@ -316,8 +319,12 @@ def corpus_key(text: str, config: DataConfig) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
-def save_corpus(corpus: EncodedCorpus, folder: Path) -> None:
-    """Write ids (.npy), vocabulary (JSON) and metadata; atomically, via a temp folder."""
+def save_corpus(corpus: EncodedCorpus, folder: Path, overwrite: bool = False) -> None:
+    """Write ids (.npy), vocabulary (JSON) and metadata; atomically, via a temp folder.
+
+    An existing entry is kept (another process cached the same corpus first) unless
+    ``overwrite``: then it is moved aside and the new one renamed in its place."""
+    import contextlib
     import shutil
     import tempfile
 
@@ -333,10 +340,17 @@ def save_corpus(corpus: EncodedCorpus, folder: Path) -> None:
         "config": corpus.config.model_dump(mode="json"),
     }
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    old = None
+    if overwrite and folder.exists():
+        old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".old-"))
+        with contextlib.suppress(OSError):  # gone meanwhile: nothing to replace
+            folder.rename(old / folder.name)
     try:
         tmp.rename(folder)
     except OSError:  # another process cached the same corpus first
         shutil.rmtree(tmp, ignore_errors=True)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def load_corpus(folder: Path) -> EncodedCorpus:
@@ -353,25 +367,31 @@ def load_corpus(folder: Path) -> EncodedCorpus:
 
 
 def vectorize_cached(
-    text: str, config: DataConfig, cache_dir: Path | None = None
+    text: str, config: DataConfig, cache_dir: Path | None = None, refresh: bool = False
 ) -> tuple[EncodedCorpus, bool]:
-    """:func:`vectorize`, reusing an earlier result for the same text and config.
+    """:func:`vectorize`, reusing an earlier result for the same text and config (every
+    plugin of a comparison, and every later run with the same inputs, reads one entry).
 
-    Returns the corpus and whether it came from the cache.
+    ``refresh`` (``seqlab run --refresh``) recomputes and overwrites the entry. Returns
+    the corpus and whether it came from the cache; ``corpus.cache`` says hit, miss or
+    refreshed.
     """
     folder = (cache_dir or cache_root() / "vectorized") / corpus_key(text, config)
-    if (folder / "meta.json").is_file():
+    if not refresh and (folder / "meta.json").is_file():
         try:
             cached = load_corpus(folder)
         except (OSError, ValueError, KeyError):
             pass  # a damaged cache entry is rebuilt below
         else:
+            log.info("vectorized data from the cache: %s", folder)
             warn_unk(cached)
-            return cached, True
+            return replace(cached, cache="hit"), True
+    stale = refresh or folder.exists()  # refreshed, or a damaged entry to replace
     corpus = vectorize(text, config)
     warn_unk(corpus)
-    save_corpus(corpus, folder)
-    return corpus, False
+    save_corpus(corpus, folder, overwrite=stale)
+    log.info("vectorized data %s: %s", "refreshed" if refresh else "cached", folder)
+    return replace(corpus, cache="refreshed" if refresh else "miss"), False
 
 
 def corpus_text(texts: Iterable[str]) -> str:

@@ -25,6 +25,27 @@ A space is written ``<sp>`` and any other whitespace character ``<U+XXXX>`` (its
 point in hex, e.g. a newline is ``<U+000A>``); the reader undoes both. A token that
 already reads like an escape (e.g. the literal text ``<sp>``) cannot be written
 unambiguously and is refused, as is an empty token.
+
+**Sentence markers**: KenLM refuses an ARPA file without the unigrams ``<s>`` and ``</s>``
+(``SpecialWordMissingException``) and SRILM expects them too, so every export lists them,
+after the model's own tokens (which keep their id order). seqlab's models read one stream
+with no sentence boundaries, so the markers say nothing the model knows:
+
+* ``<s>`` is only ever a context, never predicted: log10 p = ``-99`` (SRILM's zero, the
+  usual value) and log10 backoff ``0``, so after ``<s>`` (KenLM's ``bos=True``) the first
+  token gets the model's empty-context (unigram) probability;
+* ``</s>`` gets log10 p = ``-99`` (p = 1e-99), backoff ``0``: the model never ends a
+  sentence. Every real token keeps exactly the model's probability, and each context's
+  distribution over the tokens plus ``</s>`` sums to 1 + b * 1e-99, with b the product of
+  the backoffs on the way down to the unigrams: 1 to double precision.
+
+KenLM itself checks no normalisation when it loads a file (it loads unnormalised ones);
+``tests/test_ngram_arpa.py`` checks it through KenLM's own scores instead. KenLM needs an
+order of at least 2: it refuses an order-1 export, which SRILM and :func:`read_arpa` read.
+
+A model token spelled ``<s>`` or ``</s>`` would collide with a marker and is refused.
+:func:`read_arpa` keeps the markers' entries but leaves them out of
+:attr:`ArpaModel.vocab`, which is the model's vocabulary in id order.
 """
 
 from __future__ import annotations
@@ -44,6 +65,11 @@ from seqlab.api import DataError
 _UNESCAPE = re.compile(r"<sp>|<U\+([0-9A-F]{4,6})>")
 _HEADER = re.compile(r"ngram\s+(\d+)\s*=\s*(\d+)$")
 _SECTION = re.compile(r"\\(\d+)-grams:$")
+#: sentence start / end: written as unigrams only, for KenLM and SRILM (module docstring)
+BOS, EOS = "<s>", "</s>"
+MARKERS: tuple[str, str] = (BOS, EOS)
+#: log10 probability of both markers: SRILM's zero
+MARKER_LOG10_PROB = -99.0
 
 
 def escape_token(token: str) -> str:
@@ -73,6 +99,11 @@ def _escaped_vocab(vocab: Sequence[str]) -> np.ndarray:
         esc = escape_token(tok)
         if not tok or unescape_token(esc) != tok:
             raise DataError(f"vocab id {i}: token {tok!r} cannot be written to ARPA unambiguously")
+        if tok in MARKERS:
+            raise DataError(
+                f"vocab id {i}: token {tok!r} cannot be written to ARPA unambiguously "
+                "(it is a sentence marker there)"
+            )
         escaped.append(esc)
     if len(set(escaped)) != len(escaped):
         raise DataError("vocab has duplicate tokens; ARPA needs each token once")
@@ -116,7 +147,7 @@ def _write_tables(out: Path, tables: Sequence[ArpaTable], esc: np.ndarray) -> No
     with out.open("w", encoding="utf-8", newline="\n") as fh:
         fh.write("\\data\\\n")
         for k, table in enumerate(tables, start=1):
-            fh.write(f"ngram {k}={len(table.tokens)}\n")
+            fh.write(f"ngram {k}={len(table.tokens) + (len(MARKERS) if k == 1 else 0)}\n")
         for k, table in enumerate(tables, start=1):
             fh.write(f"\n\\{k}-grams:\n")
             words = esc[table.tokens[:, 0]]
@@ -130,6 +161,9 @@ def _write_tables(out: Path, tables: Sequence[ArpaTable], esc: np.ndarray) -> No
                 fh.writelines(
                     f"{p}\t{w}\t{b}\n" for p, w, b in zip(probs, words, bows, strict=True)
                 )
+            if k == 1:
+                bow = "" if table.log10_backoff is None else f"\t{0.0:.10f}"
+                fh.writelines(f"{MARKER_LOG10_PROB:.10f}\t{m}{bow}\n" for m in MARKERS)
         fh.write("\n\\end\\\n")
 
 
@@ -225,7 +259,7 @@ def read_arpa(path: str | Path, unk: str = "<unk>") -> ArpaModel:
             probs[gram] = logp
             if bow is not None:
                 bows[gram] = bow
-            if k == 1:
+            if k == 1 and gram[0] not in MARKERS:
                 vocab.append(gram[0])
             seen[k] = seen.get(k, 0) + 1
     if section != -2:
@@ -236,4 +270,14 @@ def read_arpa(path: str | Path, unk: str = "<unk>") -> ArpaModel:
     return ArpaModel(max(declared, default=1), vocab, probs, bows, unk)
 
 
-__all__ = ["ArpaModel", "ArpaTable", "escape_token", "read_arpa", "unescape_token", "write_arpa"]
+__all__ = [
+    "BOS",
+    "EOS",
+    "MARKERS",
+    "ArpaModel",
+    "ArpaTable",
+    "escape_token",
+    "read_arpa",
+    "unescape_token",
+    "write_arpa",
+]

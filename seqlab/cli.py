@@ -19,7 +19,7 @@ import typer
 
 from pipeline_core.errors import ConfigError, SeqlabError
 from pipeline_core.interrupt import Terminated, received_signal
-from seqlab import cli_fill, cli_generate, cli_plugins, cli_runs
+from seqlab import cli_fill, cli_generate, cli_plugins, cli_runs, cli_schedule
 
 app = typer.Typer(
     add_completion=False,
@@ -33,6 +33,7 @@ cli_plugins.register(app)
 cli_runs.register(app)
 cli_generate.register(app)
 cli_fill.register(app)
+cli_schedule.register(app)
 
 INTERRUPTED = 130  # the exit code of Ctrl-C (128 + SIGINT); SIGTERM gives 143
 
@@ -131,12 +132,14 @@ def build_run_config(
     errors: str | None,
     task: str | None = None,
     sets: list[str] | None = None,
+    flags: dict[str, Any] | None = None,
 ) -> Any:
     """The resolved config: the file, then ``--set`` pairs, then each flag given."""
     from pipeline_core.config import load_run_config, load_yaml
 
     overrides: dict[str, Any] = parse_sets(sets or [])
     for key, value in {
+        **(flags or {}),
         "task": task,
         "data.source": data,
         "data.clean": clean,
@@ -204,6 +207,8 @@ def print_leaderboard(result: Any) -> None:
     console.print(table)
     for note in result.notes:
         console.print(note)
+    if getattr(result, "registry", None) is not None:
+        console.print(result.registry.message, markup=False, highlight=False, soft_wrap=True)
     if result.resumed:
         console.print(f"resumed: kept finished model(s) {', '.join(result.resumed)}")
     if result.entropy_rate_bits is not None:
@@ -238,19 +243,37 @@ def run_command(
     resume: str | None = typer.Option(
         None, "--resume", help="Continue a killed comparison: its MLflow parent run id."
     ),
+    runner: str | None = typer.Option(
+        None, "--runner", help="sequential (default), threads or dask."
+    ),
+    dask_address: str | None = typer.Option(
+        None, "--dask-address", help="A Dask scheduler (default: a LocalCluster)."
+    ),
+    no_register: bool = typer.Option(
+        False, "--no-register", help="Do not register the best model in MLflow's registry."
+    ),
+    refresh: bool = typer.Option(
+        False, "--refresh", help="Recompute the vectorized data instead of reusing a cache."
+    ),
 ) -> None:
     """Train and evaluate models on identical splits; print the leaderboard.
 
     ``--models`` keeps a config file's per-model params for the models it names."""
     quiet_services()
     bound_network()
-    given = [config, data, clean, level, models, epochs, errors, task, *sets]
+    flags = {
+        "execution.runner": runner,
+        "execution.dask_address": dask_address,
+        "registry.enabled": False if no_register else None,
+        "execution.refresh": True if refresh else None,
+    }
+    given = [config, data, clean, level, models, epochs, errors, task, *sets, *flags.values()]
     if resume is not None and all(v is None for v in given):
         probe_tracking(tracking_uri)
         run_config = stored_run_config(resume, tracking_uri)
     else:
         run_config = build_run_config(
-            config, data, clean, level, models, epochs, tracking_uri, errors, task, sets
+            config, data, clean, level, models, epochs, tracking_uri, errors, task, sets, flags
         )
     probe_tracking(run_config.tracking.tracking_uri)
     console_warnings()
@@ -259,16 +282,18 @@ def run_command(
 
     # unknown tasks, plugins and bad configs fail before Prefect starts
     resolve_models(run_config.models, make_task(run_config), run_config.train)
-    from flows.compare import compare_flow
+    from flows.compare import run_comparison
     from flows.console import hide_user_error_tracebacks
+    from flows.runners import check_execution
     from flows.server import prefect_api
     from pipeline_core.interrupt import handle_signals
 
+    check_execution(run_config)  # an unreachable --dask-address: one line, before Prefect
     hide_user_error_tracebacks()
     # Ctrl-C / SIGTERM stop training and mark the runs KILLED before the Prefect API
     # (a temporary server of this process unless PREFECT_API_URL is set) goes away
     with handle_signals(), prefect_api():
-        result = compare_flow(run_config, resume)
+        result = run_comparison(run_config, resume)
     print_leaderboard(result)
     if result.failures:
         for failure in result.failures:

@@ -30,9 +30,17 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "DO_NOT_TRACK": "1",
     }
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # `make test` runs one worker per core: one torch thread each (and in the CLI
+        # subprocesses they start), or two workers' OpenMP pools fight over two cores
+        values["OMP_NUM_THREADS"] = "1"
+        import torch
+
+        torch.set_num_threads(1)
     saved = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
     os.environ.pop("MLFLOW_TRACKING_URI", None)
+    os.environ.pop("MLFLOW_REGISTRY_URI", None)
     yield home
     for key, old in saved.items():
         if old is None:

@@ -56,7 +56,10 @@ SECTIONS: list[tuple[type[BaseModel], str]] = [
 def test_reference_names_every_field(model: type[BaseModel], prefix: str) -> None:
     section = readme_reference()
     rows = {line.split("|")[1].strip() for line in section.splitlines() if line.startswith("| `")}
-    nested = {"data": "data.", "models": "models[].", "train": "train.", "tracking": "tracking."}
+    nested = {
+        name: f"{name}[]." if name == "models" else f"{name}."
+        for name in ("data", "models", "train", "tracking", "execution", "registry")
+    }
     missing = []
     for name, info in model.model_fields.items():
         if model is RunConfig and name in nested:

@@ -13,7 +13,7 @@ import pytest
 from pipeline_core.contract import FitData, NotFittedError
 from pipeline_core.errors import ConfigError, DataError
 from plugins.ngram import NGramModel
-from plugins.ngram_arpa import escape_token, read_arpa, unescape_token
+from plugins.ngram_arpa import EOS, MARKERS, escape_token, read_arpa, unescape_token
 
 TEXT = "the cat sat on the mat.\nthe dog\tsaw the cat; a dog sat on a log, the end"
 TRAIN = list(TEXT[:55])
@@ -92,7 +92,7 @@ def test_file_layout_and_escaping(tmp_path):
     text = path.read_text(encoding="utf-8")
     assert text.startswith("\\data\\\nngram 1=") and text.rstrip().endswith("\\end\\")
     declared = {int(k): int(n) for k, n in re.findall(r"^ngram (\d+)=(\d+)$", text, re.M)}
-    assert declared[1] == len(VOCAB)
+    assert declared[1] == len(VOCAB) + 2  # and the sentence markers <s>, </s>
     assert declared[2] == len(set(itertools.pairwise(TRAIN)))
     assert declared[3] == len(set(zip(TRAIN, TRAIN[1:], TRAIN[2:], strict=False)))
     unigrams = text.split("\\1-grams:\n")[1].split("\n\n")[0].splitlines()
@@ -144,3 +144,101 @@ def test_malformed_files_are_one_line_data_errors(tmp_path):
         read_arpa(miscounted)
     with pytest.raises(DataError, match="not found"):
         read_arpa(tmp_path / "missing.arpa")
+
+
+# ---- KenLM reads the export ------------------------------------------------------------
+KENLM_SMOOTHINGS = [
+    {"smoothing": "kneser_ney"},
+    {"smoothing": "modified_kneser_ney"},
+    {"smoothing": "witten_bell"},
+    {"smoothing": "absolute", "discount": 0.5},
+]
+
+
+def kenlm_model(path: Path):
+    import kenlm  # the dev extra builds it: a missing module fails, never skips
+
+    return kenlm.Model(str(path))
+
+
+def seqlab_log10(model: NGramModel, order: int, tokens: list[str], i: int) -> float:
+    """The model's log10 p(tokens[i] | up to order-1 tokens before it)."""
+    context = tokens[max(0, i - order + 1) : i]
+    row = model.log_proba(ids(context).reshape(1, len(context)))[0]
+    return float(row[INDEX.get(tokens[i], 0)] / np.log(10))
+
+
+@pytest.mark.parametrize("params", KENLM_SMOOTHINGS, ids=lambda p: p["smoothing"])
+@pytest.mark.parametrize("order", [2, 3, 4, 5])
+def test_kenlm_scores_every_token_as_seqlab_does(tmp_path, params, order):
+    """Every position of the text (the unseen tail and its <unk>s included), scored by
+    KenLM from the export, equals the model's log10 probability to 1e-6 (KenLM keeps
+    float32); the markers change no real token's probability."""
+    model = fitted(order=order, **params)
+    path = model.to_arpa(tmp_path / "lm.arpa", VOCAB)
+    lm = kenlm_model(path)
+    assert lm.order == order
+    tokens = list(TEXT)
+    sentence = " ".join(escape_token(t) for t in tokens)  # char level: one token per char
+    scores = list(lm.full_scores(sentence, bos=False, eos=False))
+    assert len(scores) == len(tokens)
+    theirs = np.array([s[0] for s in scores])
+    ours = np.array([seqlab_log10(model, order, tokens, i) for i in range(len(tokens))])
+    np.testing.assert_allclose(theirs, ours, rtol=0, atol=1e-6)
+    assert [oov for _, _, oov in scores] == [t not in INDEX for t in tokens]
+
+
+def test_kenlm_markers_and_normalisation(tmp_path):
+    """<s> and </s> are listed as KenLM needs; after <s> the first token gets the
+    empty-context probability; </s> is (all but) impossible; and every context's
+    distribution over the tokens and </s> still sums to 1 in KenLM."""
+    kenlm = pytest.importorskip("kenlm")
+    order = 3
+    model = fitted(order=order, smoothing="modified_kneser_ney")
+    path = model.to_arpa(tmp_path / "lm.arpa", VOCAB)
+    text = path.read_text(encoding="utf-8")
+    unigrams = text.split("\\1-grams:\n")[1].split("\n\n")[0].splitlines()
+    assert unigrams[-2:] == [
+        "-99.0000000000\t<s>\t0.0000000000",
+        "-99.0000000000\t</s>\t0.0000000000",
+    ]
+    assert read_arpa(path).vocab == VOCAB  # the markers are not model tokens
+    lm, alias = kenlm.Model(str(path)), kenlm.LanguageModel(str(path))
+    words = [escape_token(t) for t in TRAIN[:12]]
+    sentence = " ".join(words)
+    assert alias.score(sentence, bos=False, eos=False) == lm.score(sentence, bos=False, eos=False)
+    first = next(iter(lm.full_scores(sentence, bos=True, eos=False)))[0]
+    assert first == pytest.approx(seqlab_log10(model, order, TRAIN[:1], 0), abs=1e-6)
+    *_, (end, _, _) = lm.full_scores(sentence, bos=False, eos=True)
+    assert end < -90
+    state, out = kenlm.State(), kenlm.State()
+    for i in range(0, len(TEXT), 5):
+        lm.NullContextWrite(state)
+        for t in TEXT[max(0, i - order + 1) : i]:
+            lm.BaseScore(state, escape_token(t), out)
+            state, out = out, state
+        total = sum(10 ** lm.BaseScore(state, w, out) for w in [*map(escape_token, VOCAB), EOS])
+        assert total == pytest.approx(1.0, abs=1e-5), TEXT[max(0, i - order + 1) : i]
+
+
+@pytest.mark.parametrize("marker", MARKERS)
+def test_a_token_spelled_like_a_marker_is_refused(tmp_path, marker):
+    bad = list(VOCAB)
+    bad[1] = marker
+    with pytest.raises(DataError, match="sentence marker"):
+        fitted(order=2).to_arpa(tmp_path / "x.arpa", bad)
+
+
+def test_kenlm_reads_a_word_level_export(tmp_path):
+    """Word tokens need no escaping: KenLM scores the words as the model does."""
+    words = re.findall(r"\S+", "the cat sat on the mat . the dog saw the cat ; a dog sat on a log")
+    vocab = ["<unk>", *sorted(set(words))]
+    index = {w: i for i, w in enumerate(vocab)}
+    model = NGramModel(len(vocab), {"order": 3})
+    model.fit(FitData(np.array([index[w] for w in words[:15]]), None, len(vocab), 2))
+    lm = kenlm_model(model.to_arpa(tmp_path / "words.arpa", vocab))
+    theirs = [s[0] for s in lm.full_scores(" ".join(words), bos=False, eos=False)]
+    for i, got in enumerate(theirs):
+        context = np.array([[index[w] for w in words[max(0, i - 2) : i]]])
+        want = model.log_proba(context)[0][index[words[i]]] / np.log(10)
+        assert got == pytest.approx(want, abs=1e-6), i

@@ -57,3 +57,24 @@ def test_parent_and_child_runs(tmp_path: Path) -> None:
     artifacts = [a.path for a in tracker.client.list_artifacts(child.run_id)]
     assert artifacts == ["samples.txt"]
     assert (tmp_path / "mlartifacts").is_dir()
+
+
+def test_the_registry_is_the_tracking_store_whatever_the_process_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A registry URI left process-wide (mlflow.set_registry_uri exports it to every
+    later subprocess too) must not send seqlab's registrations to another store."""
+    import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+
+    monkeypatch.setattr(registry_utils, "_registry_uri", registry_utils._registry_uri)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    elsewhere = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    mlflow.set_registry_uri(elsewhere)
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    tracker = Tracker(uri)
+    tracker.client.create_registered_model("seqlab-here")
+    assert [m.name for m in mlflow.MlflowClient(uri, uri).search_registered_models()] == [
+        "seqlab-here"
+    ]
+    assert mlflow.MlflowClient(elsewhere, elsewhere).search_registered_models() == []
