@@ -3,7 +3,7 @@
 A plugin is a class registered in the entry-point group ``seqlab.models``. It declares
 
 * ``config_class``: a pydantic model of its hyper-parameters, every field with a default;
-* ``task_kinds``: the tasks it supports (``next-token``, ``fill-blank``);
+* ``task_kinds``: the tasks it supports (:data:`TASK_KINDS`);
 * ``test_params``: a small config for the conformance kit (fast to fit, still meaningful);
 
 and answers one question, :meth:`SequenceModel.log_proba`: natural-log probabilities of
@@ -43,8 +43,8 @@ from pydantic import BaseModel, ConfigDict
 from pipeline_core.config import validate_model
 from pipeline_core.errors import ConfigError, DataError, PluginError
 
-TaskKind = Literal["next-token", "fill-blank", "transduce"]
-TASK_KINDS: tuple[TaskKind, ...] = ("next-token", "fill-blank", "transduce")
+TaskKind = Literal["next-token", "fill-blank", "transduce", "classify"]
+TASK_KINDS: tuple[TaskKind, ...] = ("next-token", "fill-blank", "transduce", "classify")
 #: A recurrent state: a tensor, or a tuple of tensors (an LSTM's (h, c)), or None.
 State = Any
 CHECKPOINT_FORMAT = 1
@@ -350,6 +350,8 @@ class TorchSequenceModel(torch.nn.Module, SequenceModel):
 
     #: True when ``forward(x, state=None) -> (logits, state)`` carries a state.
     stateful: ClassVar[bool] = False
+    #: a sequence-level task's head over :meth:`summary` (:meth:`attach_head`), or None
+    task_head: torch.nn.Linear | None
 
     def fill_blank_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Neural ``fill-blank`` plugins: logits (B, T, V) where position t predicts
@@ -374,10 +376,37 @@ class TorchSequenceModel(torch.nn.Module, SequenceModel):
         ``plugins.recurrent.hidden_through_time``). None: no such state exposed."""
         return None
 
+    def summary(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Sequence-level tasks (``classify``): one vector (B, H) per sequence of ids
+        ``x`` (B, T), right-padded after ``lengths[b]`` >= 1 tokens (the padding must not
+        change the result). Recurrent plugins return their final state; the task's head
+        (:meth:`attach_head`) reads it, so a plugin writes no per-task code."""
+        raise PluginError(f"{type(self).__name__} gives no sequence summary (classify task)")
+
+    def attach_head(self, n_out: int) -> torch.nn.Linear:
+        """Register ``Linear(H, n_out)`` over :meth:`summary` as ``task_head``: it is then
+        trained, in ``state_dict`` and in checkpoints, whose weight shape records its size
+        so :meth:`set_state` rebuilds it. Kept when one of that size is attached."""
+        head = self.task_head
+        if head is not None and head.out_features == n_out:
+            return head
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                probe = torch.zeros(1, 1, dtype=torch.long, device=self.device)
+                width = self.summary(probe, torch.ones(1, dtype=torch.long)).shape[-1]
+        finally:
+            self.train(was_training)
+        head = torch.nn.Linear(int(width), n_out).to(self.device)
+        self.task_head = head
+        return head
+
     def __init__(self, vocab_size: int, config: PluginConfig | Mapping[str, Any] | None = None):
         torch.nn.Module.__init__(self)
         SequenceModel.__init__(self, vocab_size, config)
         self._fitted = False
+        self.task_head = None
 
     @abstractmethod
     def forward(self, x: torch.Tensor, *args: Any) -> Any:
@@ -461,6 +490,9 @@ class TorchSequenceModel(torch.nn.Module, SequenceModel):
         return {k: v.detach().clone() for k, v in self.state_dict().items()}
 
     def set_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        weight = state.get("task_head.weight")
+        if weight is not None and weight.ndim == 2:  # a sequence-level task's head
+            self.task_head = torch.nn.Linear(int(weight.shape[1]), int(weight.shape[0]))
         try:
             self.load_state_dict(dict(state), strict=True)
         except RuntimeError as err:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,8 +31,9 @@ from pipeline_core.contract import EpochRecord, FitData, SequenceModel, TorchSeq
 from pipeline_core.errors import ConfigError, DataError, PluginError
 from pipeline_core.interrupt import raise_if_stopped
 from pipeline_core.metrics import Scores, evaluate
+from pipeline_core.oracle import ORACLE, known_optimum
 from pipeline_core.sources import synthetic_metadata
-from pipeline_core.tasks import Task, as_task, get_task
+from pipeline_core.tasks import Baseline, Task, as_task, get_task
 from pipeline_core.tracking import RunRef, Tracker, describe_error
 from pipeline_core.vectorize import EncodedCorpus, corpus_text, vectorize_cached
 
@@ -387,19 +389,26 @@ LEADERBOARD_COLUMNS = (
     "plugin",
     "status",
     "test_bpc",
+    "gap_bpc",
     "test_ppl",
     "test_acc1",
     "test_acc5",
     "test_exact_match",
     "test_cer",
+    "test_accuracy",
+    "test_macro_f1",
+    "test_log_loss",
     "val_bpc",
     "val_cer",
+    "val_log_loss",
     "train_s",
     "scoring",
     "run_id",
     "error",
 )
 BASELINE = "baseline"
+#: the classify task's figures (Scores fields) shown as test_* columns
+CLASSIFY = ("accuracy", "macro_f1", "log_loss")
 
 
 def leaderboard(results: list[ModelResult], rank_metric: str = "bpc") -> pd.DataFrame:
@@ -417,10 +426,11 @@ def leaderboard(results: list[ModelResult], rank_metric: str = "bpc") -> pd.Data
             "status": "failed" if r.failed else "finished",
             **{
                 f"test_{name}": figure(r.scores, name)
-                for name in ("bpc", "ppl", "acc1", "acc5", "exact_match", "cer")
+                for name in ("bpc", "ppl", "acc1", "acc5", "exact_match", "cer", *CLASSIFY)
             },
             "val_bpc": figure(r.val_scores, "bpc"),
             "val_cer": figure(r.val_scores, "cer"),
+            "val_log_loss": figure(r.val_scores, "log_loss"),
             "train_s": r.train_seconds,
             "scoring": r.scoring,
             "run_id": r.run_id,
@@ -429,6 +439,9 @@ def leaderboard(results: list[ModelResult], rank_metric: str = "bpc") -> pd.Data
         for r in results
     ]
     table = pd.DataFrame(rows, columns=list(LEADERBOARD_COLUMNS))
+    oracle = oracle_test_bpc(table)
+    if oracle is not None:  # each row's excess over the best possible on these positions
+        table["gap_bpc"] = table["test_bpc"] - oracle
     if len(table):
         table["_failed"] = table["status"] == "failed"
         table = table.sort_values(["_failed", f"test_{rank_metric}"], kind="stable")
@@ -436,8 +449,17 @@ def leaderboard(results: list[ModelResult], rank_metric: str = "bpc") -> pd.Data
     return table
 
 
-def baseline_results(task: Task, corpus: EncodedCorpus, parent: RunRef) -> list[ModelResult]:
-    """The task's own reference rows (transduce's copy baseline), on the parent run."""
+def oracle_test_bpc(table: pd.DataFrame) -> float | None:
+    """The oracle row's test bpc (None: the leaderboard has no oracle)."""
+    oracle = table[(table["plugin"] == BASELINE) & (table["model"] == ORACLE)]
+    return float(oracle["test_bpc"].iloc[0]) if len(oracle) else None
+
+
+def baseline_results(
+    task: Task, corpus: EncodedCorpus, parent: RunRef, extra: Sequence[Baseline] = ()
+) -> list[ModelResult]:
+    """The task's own reference rows (transduce's copy baseline) and ``extra`` ones (the
+    oracle), on the parent run."""
     return [
         ModelResult(
             label=b.label,
@@ -448,7 +470,7 @@ def baseline_results(task: Task, corpus: EncodedCorpus, parent: RunRef) -> list[
             train_seconds=0.0,
             scoring=b.scoring,
         )
-        for b in task.baselines(corpus)
+        for b in [*task.baselines(corpus), *extra]
     ]
 
 
@@ -468,7 +490,7 @@ def summary_lines(table: pd.DataFrame, task: Task) -> list[str]:
                 f"{gain:.4f} bits per blank character"
             )
     models = done[done["plugin"] != BASELINE]
-    baselines = done[done["plugin"] == BASELINE]
+    baselines = done[(done["plugin"] == BASELINE) & (done["model"] != ORACLE)]
     metric = f"test_{task.rank_metric}"
     if len(models) and len(baselines):
         m, b = models.iloc[0], baselines.iloc[0]
@@ -585,6 +607,7 @@ def start_comparison(
     figures: dict[str, float] = {
         "vocab_size": len(corpus.vocab),
         **{f"{k}_tokens": v for k, v in sizes.items()},
+        **{f"oov_rate_{k}": v for k, v in corpus.oov_rates().items()},
     }
     floor = source_entropy_bits(config.data)
     if floor is not None:
@@ -606,7 +629,11 @@ def finish_comparison(
     from pipeline_core import plots
 
     the_task = as_task(task)
-    rows = [*results, *(baseline_results(the_task, corpus, parent) if corpus else [])]
+    optimum = known_optimum(the_task, corpus) if corpus is not None else None
+    extra = [optimum.baseline] if optimum is not None else []
+    rows = [*results, *(baseline_results(the_task, corpus, parent, extra) if corpus else [])]
+    if optimum is not None and optimum.metrics():
+        tracker.log_metrics(parent, optimum.metrics())
     table = leaderboard(rows, the_task.rank_metric)
     metric = f"test_{the_task.rank_metric}"
     if len(table):
@@ -644,7 +671,11 @@ def finish_comparison(
         tracker.log_figure(parent, fig, "gradient_flow.png")
         plots.close(fig)
     log_learning_curves(tracker, parent, results, the_task, corpus)
-    lines = summary_lines(table, the_task)
+    lines = summary_lines(table, the_task) + (optimum.notes() if optimum is not None else [])
+    if corpus is not None:  # a property of the data, not of a model: one line, no column
+        from pipeline_core.spelling import oov_note
+
+        lines.append(oov_note(corpus))
     if lines:
         tracker.log_text(parent, "\n".join(lines) + "\n", "summary.txt")
     failed = [r for r in results if r.failed]

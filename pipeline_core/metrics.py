@@ -9,7 +9,7 @@ scored on the same positions: every token of the split, each after a full contex
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -35,6 +35,11 @@ class Scores:
     #: character error rate (edit distance / target length); NaN elsewhere
     exact_match: float = float("nan")
     cer: float = float("nan")
+    #: sequence-level classification only (scikit-learn's accuracy_score, macro f1_score
+    #: and log_loss over the examples); NaN elsewhere
+    accuracy: float = float("nan")
+    macro_f1: float = float("nan")
+    log_loss: float = float("nan")
 
     def as_metrics(self, prefix: str) -> dict[str, float]:
         """MLflow-ready names: ``test_nll``, ``test_bpc``, ``test_acc1`` ... (a figure a
@@ -202,7 +207,17 @@ def evaluate(
         contexts = corpus.contexts_at(positions)
         targets = corpus.ids[positions]
         scores = score_targets(model, contexts, targets, batch_size)
-    return summarize(scores, scored_chars(corpus, split))
+    return summarize(charge_spelling(scores, corpus, positions), scored_chars(corpus, split))
+
+
+def charge_spelling(
+    scores: TargetScores, corpus: EncodedCorpus, positions: np.ndarray
+) -> TargetScores:
+    """Open-vocabulary scoring: an ``<unk>`` target at ``positions`` also pays its
+    spelling under the shared fallback (:mod:`pipeline_core.spelling`), for every model."""
+    from pipeline_core.spelling import spelling_nats
+
+    return replace(scores, logp=scores.logp - spelling_nats(corpus, positions))
 
 
 def scored_chars(corpus: EncodedCorpus, split: str) -> int:

@@ -3,7 +3,10 @@
 On real text nobody knows the entropy rate, so "2.0 bpc" cannot say how far a model is
 from optimal. An order-k Markov source has an entropy rate we can compute exactly, so
 there a model's test bpc minus the rate is its excess loss. ``synthetic:<name>?k=v``
-sources (see :mod:`pipeline_core.sources`) are built by :func:`make_synthetic`.
+sources (see :mod:`pipeline_core.sources`) are built by :func:`make_synthetic`; besides
+``markov``, ``reber`` (:mod:`pipeline_core.synthetic_reber`) and ``copy``
+(:mod:`pipeline_core.synthetic_copy`) test long-range memory. Every source with a known
+conditional law also has an oracle (:mod:`pipeline_core.oracle`).
 
 The default ``synthetic:markov`` is a demo that runs in seconds: 6 symbols, order 2
 (36 contexts, so a 3-gram model can learn it exactly and an LSTM can too), 60,000
@@ -22,6 +25,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from pipeline_core import synthetic_copy, synthetic_parity, synthetic_reber
 from pipeline_core.errors import ConfigError
 
 SYMBOLS = string.ascii_lowercase
@@ -252,7 +256,26 @@ SYNTHETIC: dict[str, SyntheticGenerator] = {
         build=_build_markov,
         check=check_markov,
     ),
+    "reber": SyntheticGenerator(
+        description="embedded Reber grammar strings, one stream, exact entropy rate",
+        params_model=synthetic_reber.ReberParams,
+        build=synthetic_reber.build,
+    ),
+    "copy": SyntheticGenerator(
+        description="copy-memory episodes recalled after lag T, exact optimum",
+        params_model=synthetic_copy.CopyParams,
+        build=synthetic_copy.build,
+        check=synthetic_copy.check,
+    ),
 }
+
+# the classify task's labelled example (its own module): bits<TAB>parity lines
+SYNTHETIC["parity"] = SyntheticGenerator(
+    description="random bit strings labelled with their parity, exact optimum",
+    params_model=synthetic_parity.ParityParams,
+    build=synthetic_parity.build_parity,
+    check=synthetic_parity.check_parity,
+)
 
 
 def canonical_source(name: str, params: BaseModel) -> str:

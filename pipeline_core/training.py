@@ -240,6 +240,7 @@ class Trainer:
         if settings.progress:
             extra.append(ProgressCallback())
         self.callbacks = [*extra, *callbacks]
+        self.task.setup_model(model)  # e.g. classify's head, before the optimizer
         model.to(self.device)
         self.optimizer = make_optimizer(model, settings)
         self.scheduler = make_scheduler(self.optimizer, settings)

@@ -5,11 +5,14 @@ vocabulary; splits are contiguous slices (the tail is the test set, so no test t
 leaks into training); windows are strided *views* of that array, never copies and
 never one-hot.
 
-``<unk>`` policy, shared by every plugin: id 0 is always ``<unk>``. The character
-vocabulary holds every symbol seen in the cleaned corpus (so ``<unk>`` only appears in
-prompts given at generation or serving time); the word vocabulary keeps words seen at
-least ``min_freq`` times (and at most ``max_vocab`` of them, most frequent first), the
-rest map to ``<unk>``. Every model predicts over all ids, ``<unk>`` included.
+``<unk>`` policy, shared by every plugin: id 0 is always ``<unk>``. Vocabularies are
+built from the *training split only* (a test symbol must not be known in advance): the
+character vocabulary holds every symbol of the training text, the word vocabulary the
+words seen there at least ``min_freq`` times (and at most ``max_vocab`` of them, most
+frequent first); everything else maps to ``<unk>``, and the corpus keeps the original
+spelling of every ``<unk>`` position so that scoring can charge it (open-vocabulary
+evaluation, :mod:`pipeline_core.spelling`). Every model predicts over all ids, ``<unk>``
+included.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import json
 import logging
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -142,6 +145,9 @@ class EncodedCorpus:
     #: how :func:`vectorize_cached` got it: hit, miss or refreshed ("" when built
     #: directly); logged on the comparison's parent run, not part of the corpus's identity
     cache: str = field(default="", compare=False, repr=False)
+    #: position in ``ids`` -> the original token, for every ``<unk>`` position (the
+    #: spelling that scoring charges an ``<unk>`` target, and the OOV rates)
+    unk_spellings: Mapping[int, str] = field(default_factory=dict, compare=False, repr=False)
 
     def span(self, split: str) -> tuple[int, int]:
         b0, b1 = self.bounds
@@ -165,6 +171,13 @@ class EncodedCorpus:
 
     def split_sizes(self) -> dict[str, int]:
         return {name: len(self.split(name)) for name in SPLIT_NAMES}
+
+    def oov_rates(self) -> dict[str, float]:
+        """Share of each split's tokens outside the training vocabulary (``<unk>``)."""
+        return {
+            name: float(np.count_nonzero(self.split(name) == 0)) / max(len(self.split(name)), 1)
+            for name in SPLIT_NAMES
+        }
 
     def scoring_positions(self, split: str) -> np.ndarray:
         """Indices into ``ids`` of the tokens scored for ``split``: all of them, each with
@@ -212,12 +225,15 @@ def split_bounds(n_tokens: int, fractions: Sequence[float]) -> tuple[int, int]:
 
 
 def vectorize(text: str, config: DataConfig) -> EncodedCorpus:
-    """Tokenize, build the vocabulary, encode, and cut contiguous splits."""
+    """Tokenize, cut contiguous splits, build the vocabulary from the training split
+    alone (so val/test symbols are not known in advance) and encode; the spelling of
+    every ``<unk>`` position is kept for scoring."""
     tokens, starts = tokenize(text, config.level)
-    vocab = Vocabulary.build(tokens, config.level, config.min_freq, config.max_vocab)
+    b0, b1 = split_bounds(len(tokens), config.splits)
+    check_long_enough(len(tokens), (b0, b1), config)
+    vocab = Vocabulary.build(tokens[:b0], config.level, config.min_freq, config.max_vocab)
     ids = vocab.encode(tokens)
-    b0, b1 = split_bounds(len(ids), config.splits)
-    check_long_enough(len(ids), (b0, b1), config)
+    unk_spellings = {int(i): tokens[i] for i in np.flatnonzero(ids == 0)}
     check_not_all_unk(ids, b0, config)
     char_at = np.append(starts, len(text))
     split_chars = {
@@ -233,6 +249,7 @@ def vectorize(text: str, config: DataConfig) -> EncodedCorpus:
         level=config.level,
         text_sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
         config=config,
+        unk_spellings=unk_spellings,
     )
 
 
@@ -312,6 +329,8 @@ def corpus_key(text: str, config: DataConfig) -> str:
     payload = json.dumps(
         {
             "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+            # entries encoded with a whole-corpus vocabulary (no such key) are not reused
+            "vocab_from": "train",
             **config.model_dump(mode="json"),
         },
         sort_keys=True,
@@ -340,6 +359,11 @@ def save_corpus(corpus: EncodedCorpus, folder: Path, overwrite: bool = False) ->
         "config": corpus.config.model_dump(mode="json"),
     }
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    unk = {
+        "positions": list(corpus.unk_spellings),
+        "spellings": list(corpus.unk_spellings.values()),
+    }
+    (tmp / "unk.json").write_text(json.dumps(unk), encoding="utf-8")
     old = None
     if overwrite and folder.exists():
         old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".old-"))
@@ -355,6 +379,7 @@ def save_corpus(corpus: EncodedCorpus, folder: Path, overwrite: bool = False) ->
 
 def load_corpus(folder: Path) -> EncodedCorpus:
     meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+    unk = json.loads((folder / "unk.json").read_text(encoding="utf-8"))
     return EncodedCorpus(
         vocab=Vocabulary.from_json((folder / "vocab.json").read_text(encoding="utf-8")),
         ids=np.load(folder / "ids.npy"),
@@ -363,6 +388,7 @@ def load_corpus(folder: Path) -> EncodedCorpus:
         level=meta["level"],
         text_sha256=meta["text_sha256"],
         config=DataConfig.model_validate(meta["config"]),
+        unk_spellings=dict(zip(map(int, unk["positions"]), unk["spellings"], strict=True)),
     )
 
 

@@ -36,6 +36,7 @@ import torch
 from plugins.recurrent import (
     RecurrentConfig,
     hidden_through_time,
+    last_of,
     layer_kwargs,
     scale_recurrent_weights,
 )
@@ -70,7 +71,7 @@ class BiRNNModel(TorchSequenceModel):
     """Forward and backward recurrent stacks -> concatenated top states -> linear head."""
 
     config_class: ClassVar[type[PluginConfig]] = BiRNNConfig
-    task_kinds: ClassVar[frozenset[TaskKind]] = frozenset({"next-token", "fill-blank"})
+    task_kinds: ClassVar[frozenset[TaskKind]] = frozenset({"next-token", "fill-blank", "classify"})
     test_params: ClassVar[dict[str, Any]] = {"embedding_dim": 8, "hidden_size": 16}
     stateful: ClassVar[bool] = False
     config: BiRNNConfig
@@ -123,6 +124,19 @@ class BiRNNModel(TorchSequenceModel):
         e = self.encode(x)
         back = self.prefix_backward(e)
         return hidden_through_time(self.fwd, e, lambda h: self._logits(h, back))
+
+    def summary(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Both directions' final states (B, 2H): the forward stack after the last real
+        token, the backward one after reading the real tokens right to left."""
+        e = self.encode(x)
+        lens = lengths.to(e.device).long()
+        steps = torch.arange(e.shape[1], device=e.device)
+        # row b reversed within its first lens[b] positions; the padding stays after them
+        order = torch.where(steps < lens[:, None], lens[:, None] - 1 - steps, steps)
+        ahead, _ = self.fwd(e)
+        back, _ = self.bwd(e[torch.arange(e.shape[0], device=e.device)[:, None], order])
+        both = torch.cat([last_of(ahead, lens), last_of(back, lens)], dim=-1)
+        return self.dropout(both)
 
     @torch.no_grad()
     def log_proba(self, contexts: np.ndarray) -> np.ndarray:

@@ -23,7 +23,12 @@ import torch
 from pydantic import Field
 
 from plugins.birnn import Cell, recurrent_layer
-from plugins.recurrent import RecurrentConfig, hidden_through_time, scale_recurrent_weights
+from plugins.recurrent import (
+    RecurrentConfig,
+    hidden_through_time,
+    last_of,
+    scale_recurrent_weights,
+)
 from seqlab.api import PluginConfig, State, TaskKind, TorchSequenceModel
 
 
@@ -56,7 +61,7 @@ class CRNNModel(TorchSequenceModel):
     carries (conv inputs, recurrent state)."""
 
     config_class: ClassVar[type[PluginConfig]] = CRNNConfig
-    task_kinds: ClassVar[frozenset[TaskKind]] = frozenset({"next-token"})
+    task_kinds: ClassVar[frozenset[TaskKind]] = frozenset({"next-token", "classify"})
     test_params: ClassVar[dict[str, Any]] = {
         "embedding_dim": 8,
         "conv_channels": 8,
@@ -110,6 +115,12 @@ class CRNNModel(TorchSequenceModel):
     def forward(self, x: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
         hidden, state = self._hidden(x, state)
         return self.head(self.dropout(hidden)), state
+
+    def summary(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The recurrent layer's state after each sequence's last real token (B, H); the
+        convolutions are causal, so the padding after it changes nothing."""
+        hidden, _ = self._hidden(x, None)
+        return self.dropout(last_of(hidden, lengths))
 
     def hidden_sequence(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         features, _ = self._features(x, None)

@@ -33,7 +33,7 @@ class RecurrentLM(TorchSequenceModel):
     """A next-token model around one of torch's recurrent layers."""
 
     config_class: ClassVar[type[PluginConfig]] = RecurrentConfig
-    task_kinds: ClassVar[frozenset[TaskKind]] = frozenset({"next-token"})
+    task_kinds: ClassVar[frozenset[TaskKind]] = frozenset({"next-token", "classify"})
     test_params: ClassVar[dict[str, Any]] = {"embedding_dim": 8, "hidden_size": 16}
     stateful: ClassVar[bool] = True
     config: RecurrentConfig
@@ -63,6 +63,11 @@ class RecurrentLM(TorchSequenceModel):
         hidden, state = self.rnn(self.encode(x), state)
         return self.head(self.dropout(hidden)), state
 
+    def summary(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The top layer's h after each sequence's last real token (B, H), dropped out."""
+        hidden, _ = self.rnn(self.encode(x))
+        return self.dropout(last_of(hidden, lengths))
+
     def hidden_sequence(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         """``(logits, hidden)`` of one fresh pass: ``hidden[:, t]`` is the top layer's
         output h_t (torch's RNN/GRU/LSTM output is that layer's h) and the logits at t
@@ -74,6 +79,13 @@ class RecurrentLM(TorchSequenceModel):
         ):
             return None
         return hidden_through_time(self.rnn, self.encode(x), lambda h: self.head(self.dropout(h)))
+
+
+def last_of(hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """``hidden[b, lengths[b] - 1]`` for each row: (B, T, H) -> (B, H), the state after a
+    right-padded sequence's last real token."""
+    index = (lengths.to(hidden.device).long() - 1).clamp(min=0)
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), index]
 
 
 def hidden_through_time(

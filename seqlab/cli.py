@@ -164,6 +164,7 @@ def build_run_config(
 LEADERBOARD_VIEW: dict[str, list[tuple[str, str, str]]] = {
     "next-token": [
         ("test bpc", "test_bpc", "{:.4f}"),
+        ("gap", "gap_bpc", "{:+.4f}"),  # shown only where the source has an oracle
         ("ppl", "test_ppl", "{:.3f}"),
         ("acc@1", "test_acc1", "{:.3f}"),
         ("val bpc", "val_bpc", "{:.4f}"),
@@ -180,6 +181,12 @@ LEADERBOARD_VIEW: dict[str, list[tuple[str, str, str]]] = {
         ("target bpc", "test_bpc", "{:.4f}"),
         ("val cer", "val_cer", "{:.4f}"),
     ],
+    "classify": [
+        ("test log-loss", "test_log_loss", "{:.4f}"),
+        ("accuracy", "test_accuracy", "{:.3f}"),
+        ("macro F1", "test_macro_f1", "{:.3f}"),
+        ("val log-loss", "val_log_loss", "{:.4f}"),
+    ],
 }
 
 
@@ -191,7 +198,15 @@ def print_leaderboard(result: Any) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    view = LEADERBOARD_VIEW.get(result.task, LEADERBOARD_VIEW["next-token"])
+    from pipeline_core.experiment import oracle_test_bpc
+
+    board = result.leaderboard
+    has_gap = "gap_bpc" in board and bool(board["gap_bpc"].notna().any())
+    view = [
+        v
+        for v in LEADERBOARD_VIEW.get(result.task, LEADERBOARD_VIEW["next-token"])
+        if v[1] != "gap_bpc" or has_gap
+    ]
     table = Table(title=f"leaderboard — {result.experiment}")
     headings = ["model", *(h for h, _, _ in view), "train s", "scoring"]
     for col in headings:
@@ -211,7 +226,14 @@ def print_leaderboard(result: Any) -> None:
         console.print(result.registry.message, markup=False, highlight=False, soft_wrap=True)
     if result.resumed:
         console.print(f"resumed: kept finished model(s) {', '.join(result.resumed)}")
-    if result.entropy_rate_bits is not None:
+    oracle = oracle_test_bpc(board)
+    if result.entropy_rate_bits is not None and oracle is not None:
+        console.print(
+            f"source entropy rate: {result.entropy_rate_bits:.4f} bits/char; oracle on "
+            f"these test positions: {oracle:.4f} bpc (the best any model can do here)",
+            soft_wrap=True,
+        )
+    elif result.entropy_rate_bits is not None:
         console.print(
             f"source entropy rate: {result.entropy_rate_bits:.4f} bits/char "
             "(the best any model can do on average)"

@@ -173,7 +173,10 @@ def _check_corpus(corpus: EncodedCorpus, text: str, config: DataConfig) -> None:
     assert len(ids) == len(tokens)
     assert corpus.vocab.decode(ids) == [t if t in vocab.tokens else UNK for t in tokens]
     if config.level == "char":
-        assert 0 not in ids  # every symbol of the corpus is in a character vocabulary
+        # every symbol of the training split is in a character vocabulary (built from it)
+        assert 0 not in corpus.train
+    # each <unk> keeps its original spelling, for the open-vocabulary charge
+    assert dict(corpus.unk_spellings) == {int(i): tokens[i] for i in np.flatnonzero(ids == 0)}
     # contiguous splits covering every token, each long enough for one window
     spans = [corpus.span(name) for name in SPLIT_NAMES]
     assert spans[0][0] == 0 and spans[-1][1] == len(ids)

@@ -186,7 +186,8 @@ def test_parent_holds_the_comparison_view(story: Story) -> None:
     md = mlflow.artifacts.load_text(f"{parent.info.artifact_uri}/leaderboard.md").splitlines()
     assert md[0].startswith("| model | plugin | status | test_bpc |")
     assert md[1].startswith("|---|---|---|---:|")
-    assert sorted(line.split(" | ")[0] for line in md[2:]) == ["| lstm", "| ngram2"]
+    rows = sorted(line.split(" | ")[0] for line in md[2:])
+    assert rows == ["| lstm", "| ngram2", "| oracle"]  # the oracle: the source's true law
     # every model's history came back with its result (the figure's data)
     histories = {r.label: r.history for r in story.results["first"].results}
     assert len(histories["lstm"]) == 2 and len(histories["ngram2"]) == 1

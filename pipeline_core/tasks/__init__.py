@@ -42,6 +42,8 @@ class Batch:
     carry: bool = False
     #: what a sequence-to-sequence task conditions on (B, S), ``pad`` where shorter
     source: np.ndarray | None = None
+    #: sequence-level tasks: the real length of each right-padded row of ``inputs`` (B,)
+    lengths: np.ndarray | None = None
 
     @property
     def n_targets(self) -> int:
@@ -92,6 +94,10 @@ class Task(ABC):
     def prepare(self, corpus: EncodedCorpus) -> None:  # noqa: B027  (optional hook)
         """Bind the prepared corpus before batches are asked for (transduce builds its
         pairs from it); default: nothing to do."""
+
+    def setup_model(self, model: TorchSequenceModel) -> None:  # noqa: B027  (optional hook)
+        """Add what training on this task needs before the optimizer sees the parameters
+        (classify attaches its head); default: nothing."""
 
     def training_task(self, plugin_cls: type[Any]) -> Task:
         """The task whose batches train ``plugin_cls`` (fill-blank trains a left-only
@@ -197,4 +203,9 @@ def as_task(task: str | Task) -> Task:
 
 
 def _load_builtins() -> None:
-    from pipeline_core.tasks import fill_blank, next_token, transduce  # noqa: F401  (register)
+    from pipeline_core.tasks import (  # noqa: F401  (register)
+        classify,
+        fill_blank,
+        next_token,
+        transduce,
+    )

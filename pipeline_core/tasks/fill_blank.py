@@ -205,7 +205,13 @@ class FillBlankTask(Task):
     ) -> Scores:
         """Every blank of :meth:`positions`, from ``context_len`` tokens each side (the
         left ones only for a next-token plugin); ``carry_state`` does not apply."""
-        from pipeline_core.metrics import _concat, check_log_proba, summarize, target_scores
+        from pipeline_core.metrics import (
+            _concat,
+            charge_spelling,
+            check_log_proba,
+            summarize,
+            target_scores,
+        )
 
         positions = self.positions(corpus, split)
         c = corpus.config.context_len
@@ -229,4 +235,5 @@ class FillBlankTask(Task):
                 f"{type(model).__name__} gives zero probability to {bad.size} blank(s) "
                 f"(first at blank {int(bad[0])}); use a smoothed model"
             )
+        scores = charge_spelling(scores, corpus, positions)
         return summarize(scores, blank_chars(corpus, split, positions))

@@ -626,6 +626,12 @@ def check_task_kinds(case: KitCase, r: _Rule) -> None:
             "task_kinds has fill-blank but fill_blank_log_proba is the base's",
             "a fill-blank plugin overrides fill_blank_log_proba",
         )
+    if "classify" in kinds:
+        r.ensure(
+            getattr(plugin_cls, "summary", None) is not TorchSequenceModel.summary,
+            "task_kinds has classify but summary is the base's",
+            "a classify plugin is a TorchSequenceModel that overrides summary",
+        )
     if "transduce" in kinds:
         for method in ("transduce", "target_log_proba"):
             r.ensure(
@@ -1379,6 +1385,44 @@ def check_transduce_learns_reversal(case: KitCase, r: _Rule) -> None:
     r.ensure(share >= TRANSDUCE_EXACT, f"exact match {share:.2f} on {len(hits)} pairs{example}")
 
 
+@rule(
+    "classify plugins: summary(x, lengths) is one (B, H) vector per sequence, unchanged by "
+    "the padding after each row's length; attach_head adds task_head to the state, and "
+    "save() then load() rebuilds it with identical outputs",
+    task_kind="classify",
+    requires="neural",
+)
+def check_classify_summary(case: KitCase, r: _Rule) -> None:
+    model = _new(case)
+    r.ensure(isinstance(model, TorchSequenceModel), "a classify plugin is not neural")
+    assert isinstance(model, TorchSequenceModel)
+    model.eval()
+    x = torch.from_numpy(probe_contexts(3, 6, seed=7))
+    lengths = torch.tensor([6, 2, 4])
+    with torch.no_grad():
+        both = model.summary(x, lengths)
+        shapes_ok = both.ndim == 2 and both.shape[0] == 3
+        r.ensure(shapes_ok, f"summary returned shape {tuple(both.shape)} for 3 sequences")
+        for row, n in enumerate(lengths.tolist()):
+            alone = model.summary(x[row : row + 1, :n], torch.tensor([n]))
+            gap = float((alone[0] - both[row]).abs().max())
+            r.ensure(gap <= 1e-5, f"row {row}: the padding changes summary by {gap:.3g}")
+    head = model.attach_head(3)
+    r.ensure("task_head.weight" in model.get_state(), "task_head is not in get_state()")
+    model.mark_fitted()
+    with torch.no_grad():
+        expected = head(model.summary(x, lengths))
+    with tempfile.TemporaryDirectory(prefix="seqlab-kit-") as tmp:
+        path = model.save(Path(tmp) / "model.pt", vocab=list(VOCAB), plugin=r.name)
+        loaded = case.plugin.load(path, vocab=list(VOCAB))
+    r.ensure(loaded.task_head is not None, "load did not rebuild task_head")
+    loaded.eval()
+    with torch.no_grad():
+        got = loaded.task_head(loaded.summary(x, lengths))
+    gap = float((got - expected).abs().max())
+    r.ensure(gap == 0.0, f"head outputs after load differ by up to {gap:.3g}")
+
+
 _CHECK_FNS: tuple[CheckFn, ...] = (
     check_class_contract,
     check_config_defaults,
@@ -1411,6 +1455,7 @@ _CHECK_FNS: tuple[CheckFn, ...] = (
     check_transduce_target_log_proba,
     check_transduce_save_load,
     check_transduce_learns_reversal,
+    check_classify_summary,
 )
 
 
