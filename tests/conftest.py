@@ -49,6 +49,18 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             os.environ[key] = old
 
 
+@pytest.fixture(autouse=True)
+def no_registry_uri_left_behind() -> Iterator[None]:
+    """MLflow keeps a registry URI process-wide (and exports it as MLFLOW_REGISTRY_URI to
+    every later subprocess): whatever a test sets there ends with the test, or a later
+    test's client reads another store's registry."""
+    yield
+    from mlflow.tracking._model_registry import utils as registry_utils
+
+    registry_utils._registry_uri = None
+    os.environ.pop("MLFLOW_REGISTRY_URI", None)
+
+
 @pytest.fixture(scope="session")
 def prefect_server() -> Iterator[str]:
     """One temporary Prefect server for the session; its URL is exported so that CLI

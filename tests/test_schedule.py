@@ -387,7 +387,7 @@ def test_schedule_serves_runs_into_mlflow_and_stops_cleanly(
             ports = _listening_ports(_group_members(serve.pid))
 
             # each completed scheduled run: its compare subflow's MLflow parent + child
-            mlflow = MlflowClient(uri)
+            mlflow = MlflowClient(uri, uri)
             experiments = [e.experiment_id for e in mlflow.search_experiments()]
             parents = []
             for run in sorted(completed, key=lambda r: r["start_time"]):

@@ -554,7 +554,7 @@ def test_a_comparison_against_the_team_stack(
         parent_id = match.group(1)
 
         # the runs, through the tracking server, stored in its PostgreSQL database
-        client = MlflowClient(stack.mlflow_url)
+        client = MlflowClient(stack.mlflow_url, stack.mlflow_url)
         parent = client.get_run(parent_id)
         assert parent.info.status == "FINISHED"
         experiment = client.get_experiment(parent.info.experiment_id)
