@@ -226,8 +226,8 @@ class RunConfig(StrictModel):
 
     task: str = Field(
         default="next-token",
-        description="The task every model is trained and scored on: next-token, fill-blank "
-        "or transduce.",
+        description="The task every model is trained and scored on: next-token, fill-blank, "
+        "transduce, classify or regress.",
     )
     task_options: dict[str, Any] = Field(
         default_factory=dict,

@@ -43,8 +43,14 @@ from pydantic import BaseModel, ConfigDict
 from pipeline_core.config import validate_model
 from pipeline_core.errors import ConfigError, DataError, PluginError
 
-TaskKind = Literal["next-token", "fill-blank", "transduce", "classify"]
-TASK_KINDS: tuple[TaskKind, ...] = ("next-token", "fill-blank", "transduce", "classify")
+TaskKind = Literal["next-token", "fill-blank", "transduce", "classify", "regress"]
+TASK_KINDS: tuple[TaskKind, ...] = (
+    "next-token",
+    "fill-blank",
+    "transduce",
+    "classify",
+    "regress",
+)
 #: A recurrent state: a tensor, or a tuple of tensors (an LSTM's (h, c)), or None.
 State = Any
 CHECKPOINT_FORMAT = 1
@@ -352,6 +358,8 @@ class TorchSequenceModel(torch.nn.Module, SequenceModel):
     stateful: ClassVar[bool] = False
     #: a sequence-level task's head over :meth:`summary` (:meth:`attach_head`), or None
     task_head: torch.nn.Linear | None
+    #: float features -> the model's input width, for ``regress`` (:meth:`attach_value_input`)
+    value_input: torch.nn.Linear | None
 
     def fill_blank_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Neural ``fill-blank`` plugins: logits (B, T, V) where position t predicts
@@ -383,10 +391,24 @@ class TorchSequenceModel(torch.nn.Module, SequenceModel):
         (:meth:`attach_head`) reads it, so a plugin writes no per-task code."""
         raise PluginError(f"{type(self).__name__} gives no sequence summary (classify task)")
 
-    def attach_head(self, n_out: int) -> torch.nn.Linear:
-        """Register ``Linear(H, n_out)`` over :meth:`summary` as ``task_head``: it is then
-        trained, in ``state_dict`` and in checkpoints, whose weight shape records its size
-        so :meth:`set_state` rebuilds it. Kept when one of that size is attached."""
+    def summary_values(self, values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Float inputs (``regress``): one vector (B, H) per sequence of feature rows
+        ``values`` (B, T, F), right-padded after ``lengths[b]`` >= 1 rows (the padding
+        must not change the result), read through :meth:`attach_value_input`'s layer.
+        Token ids are what most plugins embed, so this is a separate, optional path."""
+        raise PluginError(f"{type(self).__name__} takes no float inputs (regress task)")
+
+    def attach_value_input(self, n_features: int) -> torch.nn.Linear:
+        """Register the layer that brings ``n_features`` floats per step into the model as
+        ``value_input`` (in ``state_dict`` and checkpoints like ``task_head``; its weight
+        shape records its size so :meth:`set_state` rebuilds it)."""
+        raise PluginError(f"{type(self).__name__} takes no float inputs (regress task)")
+
+    def attach_head(self, n_out: int, features: int | None = None) -> torch.nn.Linear:
+        """Register ``Linear(H, n_out)`` over :meth:`summary` (over :meth:`summary_values`
+        of ``features`` floats per step when given) as ``task_head``: it is then trained,
+        in ``state_dict`` and in checkpoints, whose weight shape records its size so
+        :meth:`set_state` rebuilds it. Kept when one of that size is attached."""
         head = self.task_head
         if head is not None and head.out_features == n_out:
             return head
@@ -394,8 +416,13 @@ class TorchSequenceModel(torch.nn.Module, SequenceModel):
         self.eval()
         try:
             with torch.no_grad():
-                probe = torch.zeros(1, 1, dtype=torch.long, device=self.device)
-                width = self.summary(probe, torch.ones(1, dtype=torch.long)).shape[-1]
+                one = torch.ones(1, dtype=torch.long)
+                if features is None:
+                    probe = torch.zeros(1, 1, dtype=torch.long, device=self.device)
+                    width = self.summary(probe, one).shape[-1]
+                else:
+                    rows = torch.zeros(1, 1, features, device=self.device)
+                    width = self.summary_values(rows, one).shape[-1]
         finally:
             self.train(was_training)
         head = torch.nn.Linear(int(width), n_out).to(self.device)
@@ -407,6 +434,7 @@ class TorchSequenceModel(torch.nn.Module, SequenceModel):
         SequenceModel.__init__(self, vocab_size, config)
         self._fitted = False
         self.task_head = None
+        self.value_input = None
 
     @abstractmethod
     def forward(self, x: torch.Tensor, *args: Any) -> Any:
@@ -493,6 +521,9 @@ class TorchSequenceModel(torch.nn.Module, SequenceModel):
         weight = state.get("task_head.weight")
         if weight is not None and weight.ndim == 2:  # a sequence-level task's head
             self.task_head = torch.nn.Linear(int(weight.shape[1]), int(weight.shape[0]))
+        weight = state.get("value_input.weight")
+        if weight is not None and weight.ndim == 2:  # regress's float input layer
+            self.value_input = torch.nn.Linear(int(weight.shape[1]), int(weight.shape[0]))
         try:
             self.load_state_dict(dict(state), strict=True)
         except RuntimeError as err:

@@ -398,9 +398,12 @@ LEADERBOARD_COLUMNS = (
     "test_accuracy",
     "test_macro_f1",
     "test_log_loss",
+    "test_mse",
+    "test_mae",
     "val_bpc",
     "val_cer",
     "val_log_loss",
+    "val_mse",
     "train_s",
     "scoring",
     "run_id",
@@ -409,6 +412,8 @@ LEADERBOARD_COLUMNS = (
 BASELINE = "baseline"
 #: the classify task's figures (Scores fields) shown as test_* columns
 CLASSIFY = ("accuracy", "macro_f1", "log_loss")
+#: the regress task's figures
+REGRESS = ("mse", "mae")
 
 
 def leaderboard(results: list[ModelResult], rank_metric: str = "bpc") -> pd.DataFrame:
@@ -426,11 +431,21 @@ def leaderboard(results: list[ModelResult], rank_metric: str = "bpc") -> pd.Data
             "status": "failed" if r.failed else "finished",
             **{
                 f"test_{name}": figure(r.scores, name)
-                for name in ("bpc", "ppl", "acc1", "acc5", "exact_match", "cer", *CLASSIFY)
+                for name in (
+                    "bpc",
+                    "ppl",
+                    "acc1",
+                    "acc5",
+                    "exact_match",
+                    "cer",
+                    *CLASSIFY,
+                    *REGRESS,
+                )
             },
             "val_bpc": figure(r.val_scores, "bpc"),
             "val_cer": figure(r.val_scores, "cer"),
             "val_log_loss": figure(r.val_scores, "log_loss"),
+            "val_mse": figure(r.val_scores, "mse"),
             "train_s": r.train_seconds,
             "scoring": r.scoring,
             "run_id": r.run_id,
@@ -672,7 +687,7 @@ def finish_comparison(
         plots.close(fig)
     log_learning_curves(tracker, parent, results, the_task, corpus)
     lines = summary_lines(table, the_task) + (optimum.notes() if optimum is not None else [])
-    if corpus is not None:  # a property of the data, not of a model: one line, no column
+    if corpus is not None and the_task.scores_token_stream:  # the data's, not a model's
         from pipeline_core.spelling import oov_note
 
         lines.append(oov_note(corpus))

@@ -40,6 +40,10 @@ class Scores:
     accuracy: float = float("nan")
     macro_f1: float = float("nan")
     log_loss: float = float("nan")
+    #: regression only (scikit-learn's mean_squared_error and mean_absolute_error, in the
+    #: target's units); NaN elsewhere
+    mse: float = float("nan")
+    mae: float = float("nan")
 
     def as_metrics(self, prefix: str) -> dict[str, float]:
         """MLflow-ready names: ``test_nll``, ``test_bpc``, ``test_acc1`` ... (a figure a

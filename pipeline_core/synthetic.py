@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pipeline_core import synthetic_copy, synthetic_parity, synthetic_reber
+from pipeline_core import synthetic_adding, synthetic_copy, synthetic_parity, synthetic_reber
 from pipeline_core.errors import ConfigError
 
 SYMBOLS = string.ascii_lowercase
@@ -275,6 +275,13 @@ SYNTHETIC["parity"] = SyntheticGenerator(
     params_model=synthetic_parity.ParityParams,
     build=synthetic_parity.build_parity,
     check=synthetic_parity.check_parity,
+)
+# the regress task's example (its own module): v,m;v,m;...<TAB>sum lines
+SYNTHETIC["adding"] = SyntheticGenerator(
+    description="the adding problem: sum the two marked values, constant-1 MSE 1/6",
+    params_model=synthetic_adding.AddingParams,
+    build=synthetic_adding.build_adding,
+    check=synthetic_adding.check_adding,
 )
 
 

@@ -295,7 +295,7 @@ class Trainer:
             progress = (epoch - 1 + i / max(self.n_batches, 1)) / max(s.epochs, 1)
             logits, state = self.task.forward(model, batch, state, progress)
             state = detach_state(state)
-            loss = masked_loss(logits, y)
+            loss = self.task.loss(logits, y)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
                     f"training diverged at epoch {epoch}, batch {i + 1} (loss {loss.item()}); "

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from pydantic import Field
 
-from seqlab.api import PluginConfig, State, TaskKind, TorchSequenceModel
+from seqlab.api import PluginConfig, PluginError, State, TaskKind, TorchSequenceModel
 
 
 class RecurrentConfig(PluginConfig):
@@ -33,7 +33,7 @@ class RecurrentLM(TorchSequenceModel):
     """A next-token model around one of torch's recurrent layers."""
 
     config_class: ClassVar[type[PluginConfig]] = RecurrentConfig
-    task_kinds: ClassVar[frozenset[TaskKind]] = frozenset({"next-token", "classify"})
+    task_kinds: ClassVar[frozenset[TaskKind]] = frozenset({"next-token", "classify", "regress"})
     test_params: ClassVar[dict[str, Any]] = {"embedding_dim": 8, "hidden_size": 16}
     stateful: ClassVar[bool] = True
     config: RecurrentConfig
@@ -45,6 +45,7 @@ class RecurrentLM(TorchSequenceModel):
             torch.nn.Embedding(vocab_size, cfg.embedding_dim) if cfg.input == "embedding" else None
         )
         width = cfg.embedding_dim if self.embedding is not None else vocab_size
+        self.input_width = width
         self.rnn = self.make_layer(width, cfg)
         scale_recurrent_weights(self.rnn, cfg.recurrent_scale)
         self.dropout = torch.nn.Dropout(cfg.dropout)
@@ -66,6 +67,24 @@ class RecurrentLM(TorchSequenceModel):
     def summary(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """The top layer's h after each sequence's last real token (B, H), dropped out."""
         hidden, _ = self.rnn(self.encode(x))
+        return self.dropout(last_of(hidden, lengths))
+
+    def attach_value_input(self, n_features: int) -> torch.nn.Linear:
+        """``Linear(n_features, input width)``: float rows enter the same recurrent stack
+        where embeddings (or one-hot vectors) would. Kept when one of that size exists."""
+        layer = self.value_input
+        if layer is not None and layer.in_features == n_features:
+            return layer
+        layer = torch.nn.Linear(n_features, self.input_width).to(self.device)
+        self.value_input = layer
+        return layer
+
+    def summary_values(self, values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """As :meth:`summary`, over float rows (B, T, F) projected by ``value_input``."""
+        layer = self.value_input
+        if layer is None:
+            raise PluginError(f"{type(self).__name__}: call attach_value_input first")
+        hidden, _ = self.rnn(layer(values.float()))
         return self.dropout(last_of(hidden, lengths))
 
     def hidden_sequence(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:

@@ -187,6 +187,11 @@ LEADERBOARD_VIEW: dict[str, list[tuple[str, str, str]]] = {
         ("macro F1", "test_macro_f1", "{:.3f}"),
         ("val log-loss", "val_log_loss", "{:.4f}"),
     ],
+    "regress": [
+        ("test MSE", "test_mse", "{:.4f}"),
+        ("MAE", "test_mae", "{:.4f}"),
+        ("val MSE", "val_mse", "{:.4f}"),
+    ],
 }
 
 

@@ -170,7 +170,10 @@ def test_resume_refusals_are_one_line_and_lose_nothing(finished: dict[str, str])
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
-        (["--task", "translate"], "known tasks: classify, fill-blank, next-token, transduce"),
+        (
+            ["--task", "translate"],
+            "known tasks: classify, fill-blank, next-token, regress, transduce",
+        ),
         (["--set", "train.device=cuda"], "train.device: cuda"),
         (["--set", "train.bptt=sideways"], "train.bptt"),
         (["--set", "train.lr_schedule=linear"], "train.lr_schedule"),

@@ -100,7 +100,7 @@ def test_stateful_batches_are_contiguous_streams_in_order() -> None:
 
 
 def test_unknown_task_lists_the_known_ones() -> None:
-    known = "known tasks: classify, fill-blank, next-token, transduce"
+    known = "known tasks: classify, fill-blank, next-token, regress, transduce"
     with pytest.raises(ConfigError, match=known):
         get_task("translate")
 

@@ -82,6 +82,9 @@ class Task(ABC):
     options_class: ClassVar[type[TaskOptions]] = TaskOptions
     #: the Scores field the leaderboard ranks by, lower first
     rank_metric: ClassVar[str] = "bpc"
+    #: whether the corpus's token stream is what the task scores, so its out-of-vocabulary
+    #: rates belong under the leaderboard (not for classify's or regress's examples)
+    scores_token_stream: ClassVar[bool] = True
 
     def __init__(self, options: TaskOptions | Mapping[str, Any] | None = None) -> None:
         from pipeline_core.config import validate_model
@@ -98,6 +101,13 @@ class Task(ABC):
     def setup_model(self, model: TorchSequenceModel) -> None:  # noqa: B027  (optional hook)
         """Add what training on this task needs before the optimizer sees the parameters
         (classify attaches its head); default: nothing."""
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The training loss of :meth:`forward`'s outputs against the batch's targets
+        (default: cross-entropy over the positions not IGNORE; regress: squared error)."""
+        from pipeline_core.training import masked_loss
+
+        return masked_loss(outputs, targets)
 
     def training_task(self, plugin_cls: type[Any]) -> Task:
         """The task whose batches train ``plugin_cls`` (fill-blank trains a left-only
@@ -207,5 +217,6 @@ def _load_builtins() -> None:
         classify,
         fill_blank,
         next_token,
+        regress,
         transduce,
     )

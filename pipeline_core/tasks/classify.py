@@ -160,6 +160,7 @@ class ClassifyTask(Task):
     method = "summary"
     options_class = ClassifyOptions
     rank_metric = "log_loss"
+    scores_token_stream = False
     options: ClassifyOptions
 
     def __init__(self, options: ClassifyOptions | dict[str, Any] | None = None) -> None:

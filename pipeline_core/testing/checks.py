@@ -632,6 +632,14 @@ def check_task_kinds(case: KitCase, r: _Rule) -> None:
             "task_kinds has classify but summary is the base's",
             "a classify plugin is a TorchSequenceModel that overrides summary",
         )
+    if "regress" in kinds:
+        for method in ("summary_values", "attach_value_input"):
+            r.ensure(
+                getattr(plugin_cls, method, None) is not getattr(TorchSequenceModel, method),
+                f"task_kinds has regress but {method} is the base's",
+                "a regress plugin is a TorchSequenceModel that overrides summary_values and "
+                "attach_value_input",
+            )
     if "transduce" in kinds:
         for method in ("transduce", "target_log_proba"):
             r.ensure(
