@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from pipeline_core.errors import ConfigError, PluginError
+from pipeline_core.errors import ConfigError, DataError, PluginError
 
 if TYPE_CHECKING:
     from pipeline_core.config import TrainConfig
@@ -70,6 +70,29 @@ def capped(n_batches: int, train_cfg: TrainConfig) -> int:
     """``n_batches``, at most ``train.max_batches_per_epoch``."""
     cap = train_cfg.max_batches_per_epoch
     return n_batches if cap is None else min(n_batches, cap)
+
+
+def example_batches(n_examples: int, train_cfg: TrainConfig) -> int:
+    """Batches per epoch of a task trained on whole examples (pairs, labelled texts,
+    numeric windows): every example once, the last batch partial, then capped."""
+    return capped(-(-n_examples // train_cfg.batch_size), train_cfg)
+
+
+def check_examples_fill(
+    task: str, n_examples: int, unit: str, train_cfg: TrainConfig, hint: str = ""
+) -> None:
+    """Refuse, in one line, what a task trained on whole examples cannot do: carried
+    state across examples (each starts fresh) and a batch larger than its train set."""
+    if train_cfg.bptt == "stateful":
+        raise ConfigError(
+            f"train.bptt: stateful does not apply to the {task} task (each {unit} starts "
+            "fresh): use bptt: windows"
+        )
+    if n_examples < train_cfg.batch_size:
+        raise DataError(
+            f"train.batch_size={train_cfg.batch_size} cannot be filled: the {task} task has "
+            f"{n_examples:,} train {unit}s; lower train.batch_size{hint}"
+        )
 
 
 class Task(ABC):

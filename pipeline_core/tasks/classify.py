@@ -35,7 +35,15 @@ from pydantic import Field
 
 from pipeline_core.errors import ConfigError, DataError, PluginError
 from pipeline_core.labelled import Example, read_examples, split_examples
-from pipeline_core.tasks import Baseline, Batch, Task, TaskOptions, capped, register_task
+from pipeline_core.tasks import (
+    Baseline,
+    Batch,
+    Task,
+    TaskOptions,
+    check_examples_fill,
+    example_batches,
+    register_task,
+)
 from pipeline_core.vectorize import SPLIT_NAMES
 
 if TYPE_CHECKING:
@@ -199,22 +207,12 @@ class ClassifyTask(Task):
     def n_batches(
         self, train: np.ndarray, context_len: int, step: int, train_cfg: TrainConfig
     ) -> int:
-        return capped(-(-len(self.data.ids["train"]) // train_cfg.batch_size), train_cfg)
+        return example_batches(len(self.data.ids["train"]), train_cfg)
 
     def check_fill(
         self, train: np.ndarray, context_len: int, step: int, train_cfg: TrainConfig
     ) -> None:
-        if train_cfg.bptt == "stateful":
-            raise ConfigError(
-                "train.bptt: stateful does not apply to the classify task (each example "
-                "starts fresh): use bptt: windows"
-            )
-        n = len(self.data.ids["train"])
-        if n < train_cfg.batch_size:
-            raise DataError(
-                f"train.batch_size={train_cfg.batch_size} cannot be filled: the classify task "
-                f"has {n:,} train examples; lower train.batch_size"
-            )
+        check_examples_fill(self.name, len(self.data.ids["train"]), "example", train_cfg)
 
     def batches(
         self,

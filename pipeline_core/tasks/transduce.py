@@ -47,7 +47,16 @@ from pydantic import Field
 
 from pipeline_core.errors import ConfigError, DataError, PluginOutputError
 from pipeline_core.pairs import PairSet, PairSets, built_in_pairs, tsv_pairs
-from pipeline_core.tasks import IGNORE, Baseline, Batch, Task, TaskOptions, capped, register_task
+from pipeline_core.tasks import (
+    IGNORE,
+    Baseline,
+    Batch,
+    Task,
+    TaskOptions,
+    check_examples_fill,
+    example_batches,
+    register_task,
+)
 from pipeline_core.vectorize import SPLIT_NAMES, Vocabulary, detokenize
 
 if TYPE_CHECKING:
@@ -402,25 +411,15 @@ class TransduceTask(Task):
                 f"the transduce task built no {self.options.pairs} pairs from the train "
                 f"split's {len(train):,} tokens; use more data or raise task_options.max_len"
             )
-        n = -(-len(pairs) // train_cfg.batch_size)
-        return capped(n, train_cfg)
+        return example_batches(len(pairs), train_cfg)
 
     def check_fill(
         self, train: np.ndarray, context_len: int, step: int, train_cfg: TrainConfig
     ) -> None:
-        if train_cfg.bptt == "stateful":
-            raise ConfigError(
-                "train.bptt: stateful does not apply to the transduce task (each pair starts "
-                "fresh): use bptt: windows"
-            )
         self.n_batches(train, context_len, step, train_cfg)
         n = len(self.pairs_of(train, "train"))
-        if n < train_cfg.batch_size:
-            raise DataError(
-                f"train.batch_size={train_cfg.batch_size} cannot be filled: the transduce task "
-                f"built {n:,} train pairs; lower train.batch_size or raise "
-                "task_options.max_pairs"
-            )
+        hint = " or raise task_options.max_pairs"
+        check_examples_fill(self.name, n, "pair", train_cfg, hint)
 
     def batches(
         self,
