@@ -78,6 +78,18 @@ def example_batches(n_examples: int, train_cfg: TrainConfig) -> int:
     return capped(-(-n_examples // train_cfg.batch_size), train_cfg)
 
 
+def epoch_picks(n_examples: int, train_cfg: TrainConfig, epoch: int) -> Iterator[np.ndarray]:
+    """The example indices of each batch of ``epoch`` for a task trained on whole
+    examples: a fresh permutation per epoch (reproducible from the seed), cut into
+    batches of ``train.batch_size``, as many as :func:`example_batches` counts."""
+    from pipeline_core.tasks.next_token import epoch_rng
+
+    order = epoch_rng(train_cfg.seed, epoch).permutation(n_examples)
+    size = train_cfg.batch_size
+    for i in range(example_batches(n_examples, train_cfg)):
+        yield order[i * size : (i + 1) * size]
+
+
 def check_examples_fill(
     task: str, n_examples: int, unit: str, train_cfg: TrainConfig, hint: str = ""
 ) -> None:

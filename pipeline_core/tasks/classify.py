@@ -41,6 +41,7 @@ from pipeline_core.tasks import (
     Task,
     TaskOptions,
     check_examples_fill,
+    epoch_picks,
     example_batches,
     register_task,
 )
@@ -222,13 +223,8 @@ class ClassifyTask(Task):
         train_cfg: TrainConfig,
         epoch: int,
     ) -> Iterator[Batch]:
-        from pipeline_core.tasks.next_token import epoch_rng
-
         rows, labels = self.data.ids["train"], self.data.labels["train"]
-        order = epoch_rng(train_cfg.seed, epoch).permutation(len(rows))
-        size = train_cfg.batch_size
-        for i in range(self.n_batches(train, context_len, step, train_cfg)):
-            pick = order[i * size : (i + 1) * size]
+        for pick in epoch_picks(len(rows), train_cfg, epoch):
             x, lengths = padded([rows[j] for j in pick])
             yield Batch(inputs=x, targets=labels[pick][:, None], lengths=lengths)
 

@@ -44,6 +44,7 @@ from pipeline_core.tasks import (
     Task,
     TaskOptions,
     check_examples_fill,
+    epoch_picks,
     example_batches,
     register_task,
 )
@@ -284,14 +285,9 @@ class RegressTask(Task):
         train_cfg: TrainConfig,
         epoch: int,
     ) -> Iterator[Batch]:
-        from pipeline_core.tasks.next_token import epoch_rng
-
         data = self.data
         z = ((data.targets["train"] - data.mean) / data.std).astype(np.float32)
-        order = epoch_rng(train_cfg.seed, epoch).permutation(len(z))
-        size = train_cfg.batch_size
-        for i in range(self.n_batches(train, context_len, step, train_cfg)):
-            pick = order[i * size : (i + 1) * size]
+        for pick in epoch_picks(len(z), train_cfg, epoch):
             lengths = data.lengths["train"][pick]
             x = data.values["train"][pick, : int(lengths.max())]
             yield Batch(inputs=x, targets=z[pick], lengths=lengths)

@@ -54,6 +54,7 @@ from pipeline_core.tasks import (
     Task,
     TaskOptions,
     check_examples_fill,
+    epoch_picks,
     example_batches,
     register_task,
 )
@@ -429,15 +430,9 @@ class TransduceTask(Task):
         train_cfg: TrainConfig,
         epoch: int,
     ) -> Iterator[Batch]:
-        from pipeline_core.tasks.next_token import epoch_rng
-
-        n = self.n_batches(train, context_len, step, train_cfg)
         pairs = self.pairs_of(train, "train")
-        order = epoch_rng(train_cfg.seed, epoch).permutation(len(pairs))
-        size = train_cfg.batch_size
         vocab_size = len(self.codec.vocab)
-        for i in range(n):
-            rows = order[i * size : (i + 1) * size]
+        for rows in epoch_picks(len(pairs), train_cfg, epoch):
             yield make_batch(
                 [pairs.sources[j] for j in rows], [pairs.targets[j] for j in rows], vocab_size
             )
