@@ -21,8 +21,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -e '.[dev]'
 	touch $(STAMP)
 
+# a short-range source, then a long-lag one: each leaderboard against its known optimum
 demo: install
 	$(BIN)/seqlab run --config configs/demo.yaml
+	$(BIN)/seqlab run --config configs/demo-long-lag.yaml
 
 # one pytest worker per core, each test file on one worker (its module fixtures built
 # once), one torch thread per worker (tests/conftest.py)

@@ -90,7 +90,9 @@ def compare_flow(config: RunConfig, resume: str | None = None) -> ComparisonResu
     resolved = experiment.resolve_models(config.models, the_task, config.train)
     plan = plan_resume(tracker, resume, config) if resume else None
     docs = clean_task(ingest_task(config.data), config.data)
-    corpus = vectorize_task(docs, config.data, config.execution.refresh)
+    corpus = vectorize_task(
+        docs, config.data, config.execution.refresh, the_task.scores_token_stream
+    )
     # batches the data cannot fill, a step past the train split: refused before any run
     experiment.check_fits(resolved, corpus, the_task)
     tags = flow_run_tags()

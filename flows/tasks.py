@@ -28,10 +28,13 @@ def clean_task(docs: pd.DataFrame, data: DataConfig) -> pd.DataFrame:
 
 
 @task(name="vectorize", cache_policy=NO_CACHE)
-def vectorize_task(docs: pd.DataFrame, data: DataConfig, refresh: bool = False) -> EncodedCorpus:
+def vectorize_task(
+    docs: pd.DataFrame, data: DataConfig, refresh: bool = False, windows: bool = True
+) -> EncodedCorpus:
     """Cached on disk by pipeline_core on the text's sha256 + the data config;
-    ``refresh`` recomputes it and overwrites the cache."""
-    return experiment.encode(docs, data, refresh)
+    ``refresh`` recomputes it and overwrites the cache; ``windows``: False for a task
+    of whole examples (its own data checks name the fault)."""
+    return experiment.encode(docs, data, refresh, windows)
 
 
 @task(name="start-comparison", cache_policy=NO_CACHE)

@@ -1,15 +1,20 @@
 """The model registry after a comparison: register the best model, move ``champion``
 only when it is earned.
 
-The best finished plugin model of a comparison (never a baseline row) by validation
-bpc is registered as a new version of ``registry.name`` (default ``seqlab-<dataset>``),
-tagged with its data sha256, task, val bpc, plugin and parent run. The ``champion``
-alias moves to it only when there is no champion yet, or when the champion was trained
-on the same data (sha256) for the same task and the new val bpc is strictly lower. A
-champion trained on other data, for another task, or with no such record, is never
-replaced silently: the version is registered, the alias stays, and the decision says
-why. :func:`decide` is the pure rule; :func:`register_best` performs it through
-:mod:`pipeline_core.tracking` and records the decision on the parent run.
+The best finished plugin model of a comparison (never a baseline row) by the task's
+rank metric on the validation split (:attr:`Task.rank_metric`, lower is better: bpc for
+next-token and fill-blank, cer for transduce, log_loss for classify, mse for regress) is
+registered as a new version of ``registry.name`` (default ``seqlab-<dataset>``), tagged
+with its data sha256, task, rank metric and its val figure (``seqlab.rank_metric``,
+``seqlab.val_<metric>``), plugin and parent run. The ``champion`` alias moves to it only
+when there is no champion yet, or when the champion was trained on the same data
+(sha256) for the same task, ranked on the same metric, and the new val figure is
+strictly lower. A champion trained on other data, for another task or ranked on another
+metric, or with no such record, is never replaced silently: the version is registered,
+the alias stays, and the decision says why. A version registered before the rank metric
+was recorded (only ``seqlab.val_bpc``) reads as ranked on bpc. :func:`decide` is the
+pure rule; :func:`register_best` performs it through :mod:`pipeline_core.tracking` and
+records the decision on the parent run.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from pipeline_core.errors import SeqlabError
@@ -35,9 +40,11 @@ if TYPE_CHECKING:
     from pipeline_core.experiment import ModelResult
 
 ALIAS = "champion"
-#: tags every registered version carries (the champion rule reads the first three)
+#: tags every registered version carries (the champion rule reads the data, task, rank
+#: metric and its val figure, ``seqlab.val_<metric>``)
 TAG_DATA = "seqlab.data_sha256"
 TAG_TASK = "seqlab.task"
+TAG_RANK_METRIC = "seqlab.rank_metric"
 TAG_VAL_BPC = "seqlab.val_bpc"
 TAG_PLUGIN = "seqlab.plugin"
 TAG_PARENT = "seqlab.parent_run_id"
@@ -50,8 +57,24 @@ MOVES_ALIAS: frozenset[str] = frozenset({"first", "better"})
 DISABLED, NO_CANDIDATE, ALREADY = "disabled", "no-candidate", "already-registered"
 
 
+#: the rank metric of a version that records a val bpc but no ``seqlab.rank_metric``
+LEGACY_METRIC = "bpc"
+
+
 class RegistryError(SeqlabError):
     """Registering the best model failed; nothing was left half-registered."""
+
+
+def val_tag(metric: str) -> str:
+    """The version tag holding the validation figure of ``metric`` (``seqlab.val_bpc``)."""
+    return f"seqlab.val_{metric}"
+
+
+def rank_metric_of(config: RunConfig) -> str:
+    """The Scores field the comparison's task ranks by (lower is better)."""
+    from pipeline_core.experiment import make_task
+
+    return make_task(config).rank_metric
 
 
 @dataclass(frozen=True)
@@ -61,16 +84,19 @@ class Candidate:
     model: str
     plugin: str
     run_id: str
-    val_bpc: float
+    #: its validation figure of ``rank_metric``
+    val_score: float
     data_sha256: str
     task: str
     parent_run_id: str
+    rank_metric: str = LEGACY_METRIC
 
     def tags(self) -> dict[str, str]:
         return {
             TAG_DATA: self.data_sha256,
             TAG_TASK: self.task,
-            TAG_VAL_BPC: repr(float(self.val_bpc)),
+            TAG_RANK_METRIC: self.rank_metric,
+            val_tag(self.rank_metric): repr(float(self.val_score)),
             TAG_PLUGIN: self.plugin,
             TAG_PARENT: self.parent_run_id,
             TAG_MODEL: self.model,
@@ -82,25 +108,39 @@ class Champion:
     """The version the alias names now, with what its tags record (None: not recorded)."""
 
     version: str
-    val_bpc: float | None = None
+    #: its validation figure of ``rank_metric``
+    val_score: float | None = None
     data_sha256: str | None = None
     task: str | None = None
+    rank_metric: str | None = None
 
     @classmethod
     def from_tags(cls, version: str, tags: Mapping[str, str] | None) -> Champion:
+        """What a version's tags record; one with ``seqlab.val_bpc`` but no
+        ``seqlab.rank_metric`` (registered before it was recorded) was ranked on bpc."""
         tags = dict(tags or {})
-        try:
-            bpc: float | None = float(tags[TAG_VAL_BPC])
-        except (KeyError, ValueError):
-            bpc = None
-        if bpc is not None and not math.isfinite(bpc):
-            bpc = None
-        return cls(str(version), bpc, tags.get(TAG_DATA) or None, tags.get(TAG_TASK) or None)
+        metric = tags.get(TAG_RANK_METRIC) or (LEGACY_METRIC if TAG_VAL_BPC in tags else None)
+        value: float | None = None
+        if metric is not None:
+            try:
+                value = float(tags[val_tag(metric)])
+            except (KeyError, ValueError):
+                value = None
+        if value is not None and not math.isfinite(value):
+            value = None
+        return cls(
+            str(version),
+            value,
+            tags.get(TAG_DATA) or None,
+            tags.get(TAG_TASK) or None,
+            metric,
+        )
 
 
 def decide(candidate: Candidate, champion: Champion | None) -> Decision:
     """The champion rule (pure): ``first`` or ``better`` move the alias; ``kept``,
-    ``other-data``, ``other-task`` and ``unrecorded`` leave it where it is."""
+    ``other-data``, ``other-task`` and ``unrecorded`` leave it where it is. A champion
+    ranked on another metric than the candidate is never compared: ``other-task``."""
     if champion is None:
         return "first"
     if champion.data_sha256 is None or champion.task is None:
@@ -109,9 +149,11 @@ def decide(candidate: Candidate, champion: Champion | None) -> Decision:
         return "other-data"
     if champion.task != candidate.task:
         return "other-task"
-    if champion.val_bpc is None:
+    if champion.rank_metric is not None and champion.rank_metric != candidate.rank_metric:
+        return "other-task"
+    if champion.val_score is None:
         return "unrecorded"
-    return "better" if candidate.val_bpc < champion.val_bpc else "kept"
+    return "better" if candidate.val_score < champion.val_score else "kept"
 
 
 def describe(
@@ -119,20 +161,22 @@ def describe(
 ) -> str:
     """The one line ``seqlab run`` prints under the leaderboard (pure)."""
     new = f"{name} version {version} ({candidate.model})"
-    bpc = candidate.val_bpc
+    metric = f"val {candidate.rank_metric}"
+    value = candidate.val_score
     if decision == "first" or champion is None:
-        return f"registry: {new} is the new champion (no champion before; val bpc {bpc:.4f})"
+        return f"registry: {new} is the new champion (no champion before; {metric} {value:.4f})"
     old = champion.version
+    before = math.nan if champion.val_score is None else champion.val_score
     untouched = f"registered version {version} ({candidate.model}) without moving the alias"
     if decision == "better":
         return (
-            f"registry: {new} is the new champion (val bpc {bpc:.4f} < {champion.val_bpc:.4f}"
+            f"registry: {new} is the new champion ({metric} {value:.4f} < {before:.4f}"
             f" of version {old})"
         )
     if decision == "kept":
         return (
-            f"registry: {new} registered; kept version {old} as champion (its val bpc "
-            f"{champion.val_bpc:.4f} <= {bpc:.4f})"
+            f"registry: {new} registered; kept version {old} as champion (its {metric} "
+            f"{before:.4f} <= {value:.4f})"
         )
     if decision == "other-data":
         sha = (champion.data_sha256 or "")[:12]
@@ -140,14 +184,19 @@ def describe(
             f"registry: {name} champion version {old} was trained on other data (sha256 "
             f"{sha}…, this comparison's is {candidate.data_sha256[:12]}…); {untouched}"
         )
+    if decision == "other-task" and champion.task == candidate.task:
+        return (
+            f"registry: {name} champion version {old} was ranked on another metric "
+            f"(val {champion.rank_metric}, not {metric}); {untouched}"
+        )
     if decision == "other-task":
         return (
             f"registry: {name} champion version {old} was trained for another task "
             f"({champion.task}, not {candidate.task}); {untouched}"
         )
     return (
-        f"registry: {name} champion version {old} records no data sha256, task or val bpc "
-        f"(not registered by seqlab?); {untouched}"
+        f"registry: {name} champion version {old} records no data sha256, task or "
+        f"{metric} (not registered by seqlab?); {untouched}"
     )
 
 
@@ -163,28 +212,49 @@ class RegistryOutcome:
     version: str | None = None
     #: the version ``champion`` names afterwards
     champion_version: str | None = None
-    candidate_val_bpc: float | None = None
-    champion_val_bpc_before: float | None = None
+    #: the candidate's and the champion's (before) validation figure of ``rank_metric``
+    candidate_val: float | None = None
+    champion_val_before: float | None = None
     model: str | None = None
+    #: the Scores field the task ranks by (lower is better)
+    rank_metric: str = LEGACY_METRIC
+    #: the same figures under their bpc names (bpc-ranked tasks only, else None)
+    candidate_val_bpc: float | None = field(init=False, default=None)
+    champion_val_bpc_before: float | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        if self.rank_metric == "bpc":
+            object.__setattr__(self, "candidate_val_bpc", self.candidate_val)
+            object.__setattr__(self, "champion_val_bpc_before", self.champion_val_before)
+
+    def figures(self) -> dict[str, float | None]:
+        """The parent run's metrics: ``candidate_val_<metric>`` and
+        ``champion_val_<metric>_before`` (``candidate_val_bpc`` ... for bpc)."""
+        return {
+            f"candidate_val_{self.rank_metric}": self.candidate_val,
+            f"champion_val_{self.rank_metric}_before": self.champion_val_before,
+        }
 
     @property
     def moved_alias(self) -> bool:
         return self.decision in MOVES_ALIAS
 
 
-def pick_candidate(results: Sequence[ModelResult]) -> ModelResult | None:
-    """The finished plugin model with the lowest finite validation bpc (the first of
-    equals); baseline rows and failed models never qualify."""
+def pick_candidate(
+    results: Sequence[ModelResult], rank_metric: str = LEGACY_METRIC
+) -> ModelResult | None:
+    """The finished plugin model with the lowest finite validation ``rank_metric`` (the
+    first of equals); baseline rows and failed models never qualify."""
     from pipeline_core.experiment import BASELINE
 
     best: ModelResult | None = None
-    best_bpc = math.inf
+    best_value = math.inf
     for r in results:
         if r.failed or r.plugin == BASELINE or r.val_scores is None:
             continue
-        bpc = float(r.val_scores.bpc)
-        if math.isfinite(bpc) and (best is None or bpc < best_bpc):
-            best, best_bpc = r, bpc
+        value = float(getattr(r.val_scores, rank_metric))
+        if math.isfinite(value) and (best is None or value < best_value):
+            best, best_value = r, value
     return best
 
 
@@ -201,32 +271,37 @@ def register_best(
     results: Sequence[ModelResult],
     data_sha256: str,
 ) -> RegistryOutcome:
-    """Register the comparison's best model and apply the champion rule; record the
-    decision on ``parent`` (tags ``seqlab.registry.*``, metrics ``candidate_val_bpc``
-    and ``champion_val_bpc_before``). A failure is one :class:`RegistryError` line and
-    leaves no version behind."""
+    """Register the comparison's best model by its task's rank metric on the validation
+    split and apply the champion rule; record the decision on ``parent`` (tags
+    ``seqlab.registry.*``, metrics ``candidate_val_<metric>`` and
+    ``champion_val_<metric>_before``, e.g. ``candidate_val_bpc``). A failure is one
+    :class:`RegistryError` line and leaves no version behind."""
     name = registry_name(config)
+    metric = rank_metric_of(config)
     if not config.registry.enabled:
-        outcome = RegistryOutcome(name, DISABLED, "registry: nothing registered (--no-register)")
+        message = "registry: nothing registered (--no-register)"
+        outcome = RegistryOutcome(name, DISABLED, message, rank_metric=metric)
         return _recorded(tracker, parent, outcome)
-    best = pick_candidate(results)
+    best = pick_candidate(results, metric)
     if best is None or best.val_scores is None:
-        message = "registry: nothing registered (no finished model has a validation bpc)"
-        return _recorded(tracker, parent, RegistryOutcome(name, NO_CANDIDATE, message))
+        message = f"registry: nothing registered (no finished model has a validation {metric})"
+        outcome = RegistryOutcome(name, NO_CANDIDATE, message, rank_metric=metric)
+        return _recorded(tracker, parent, outcome)
     candidate = Candidate(
         model=best.label,
         plugin=best.plugin,
         run_id=best.run_id,
-        val_bpc=float(best.val_scores.bpc),
+        val_score=float(getattr(best.val_scores, metric)),
         data_sha256=data_sha256,
         task=config.task,
         parent_run_id=parent.run_id,
+        rank_metric=metric,
     )
     uri = tracker.uri
     try:
         current = model_version_by_alias(name, ALIAS, uri)
         champion = None if current is None else Champion.from_tags(current.version, current.tags)
-        before = None if champion is None else champion.val_bpc
+        before = None if champion is None else champion.val_score
         known = model_versions_of_run(name, candidate.run_id, uri)
         if known:  # a resumed comparison whose best model is registered already
             message = (
@@ -239,9 +314,10 @@ def register_best(
                 message=message,
                 version=known[-1],
                 champion_version=None if champion is None else champion.version,
-                candidate_val_bpc=candidate.val_bpc,
-                champion_val_bpc_before=before,
+                candidate_val=candidate.val_score,
+                champion_val_before=before,
                 model=candidate.model,
+                rank_metric=metric,
             )
             return _recorded(tracker, parent, outcome)
         decision = decide(candidate, champion)
@@ -268,9 +344,10 @@ def register_best(
         message=describe(name, decision, version, candidate, champion),
         version=version,
         champion_version=version if moves or champion is None else champion.version,
-        candidate_val_bpc=candidate.val_bpc,
-        champion_val_bpc_before=before,
+        candidate_val=candidate.val_score,
+        champion_val_before=before,
         model=candidate.model,
+        rank_metric=metric,
     )
     return _recorded(tracker, parent, outcome)
 
@@ -281,6 +358,7 @@ def _recorded(tracker: Tracker, parent: RunRef, outcome: RegistryOutcome) -> Reg
         "seqlab.registry.decision": outcome.decision,
         "seqlab.registry.name": outcome.name,
         "seqlab.registry.message": outcome.message,
+        "seqlab.registry.rank_metric": outcome.rank_metric,
     }
     for key, value in (
         ("version", outcome.version),
@@ -289,10 +367,7 @@ def _recorded(tracker: Tracker, parent: RunRef, outcome: RegistryOutcome) -> Reg
     ):
         if value is not None:
             tags[f"seqlab.registry.{key}"] = value
-    figures = {
-        "candidate_val_bpc": outcome.candidate_val_bpc,
-        "champion_val_bpc_before": outcome.champion_val_bpc_before,
-    }
+    figures = outcome.figures()
     try:
         tracker.set_tags(parent, tags)
         tracker.log_metrics(parent, {k: v for k, v in figures.items() if v is not None})

@@ -167,6 +167,13 @@ class SequenceModel(ABC):
         for every token of each target and its end, (len(target) + 1,) per pair."""
         raise PluginError(f"{type(self).__name__} does not support the transduce task")
 
+    def context_reach(self) -> int | None:
+        """How many previous tokens a next-token prediction can depend on, by the model's
+        design (an n-gram of order N: N - 1); None: no limit of its own (a recurrent
+        state), so only the scoring window limits it. The demo's explanation compares it
+        with how far back a source's law reaches."""
+        return None
+
     @property
     @abstractmethod
     def is_fitted(self) -> bool:
@@ -382,6 +389,16 @@ class TorchSequenceModel(torch.nn.Module, SequenceModel):
         from, and a gradient taken on ``hidden[:, t]`` includes the paths through every
         later step (a fused layer's output tensor does not: see
         ``plugins.recurrent.hidden_through_time``). None: no such state exposed."""
+        return None
+
+    def states_through_time(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """For the gradient diagnostics of sequence-level tasks (classify, regress):
+        ``(states, hidden)``, both (B, T, H), of one fresh pass over ids ``x`` (B, T) or
+        float rows (B, T, F) (through :meth:`attach_value_input`'s layer). ``states[:, -1]``
+        is what :meth:`summary` / :meth:`summary_values` return for full-length rows (a
+        loss is computed from it); ``hidden`` holds the same values, and the gradient of
+        that loss on ``hidden[:, t]`` includes the paths through every later step (as in
+        :meth:`hidden_sequence`). None: no such state exposed."""
         return None
 
     def summary(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,7 @@ message suggests ``train.clip_norm``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -106,16 +107,62 @@ def gradient_flow(model: SequenceModel, windows: np.ndarray) -> GradientFlow | N
     model.check_ids(ctx)
     batch = torch.from_numpy(ctx).to(model.device)
     inputs, target = batch[:, :-1], batch[:, -1]
+
+    def last_step_loss() -> tuple[torch.Tensor, torch.Tensor] | None:
+        out = model.hidden_sequence(inputs)
+        if out is None:
+            return None
+        logits, hidden = out
+        _check_shapes(model, logits, hidden, inputs)
+        loss = torch.nn.functional.cross_entropy(logits[:, -1].float(), target, reduction="sum")
+        return loss, hidden
+
+    return _measured(model, last_step_loss, "hidden_sequence")
+
+
+def summary_gradient_flow(
+    model: SequenceModel,
+    inputs: torch.Tensor,
+    loss_of_summary: Callable[[torch.Tensor], torch.Tensor],
+) -> GradientFlow | None:
+    """‖∂L/∂h_t‖ per step for a sequence-level task (classify, regress): ``inputs`` are
+    full-length rows (ids (B, T) or floats (B, T, F)), ``loss_of_summary`` maps the final
+    states (B, H) to the sum of the rows' task losses (the task's head and loss), so
+    the figure shows how much of the task's error signal reaches each step. None when
+    the model exposes no states (:meth:`TorchSequenceModel.states_through_time`)."""
+    if not isinstance(model, TorchSequenceModel):
+        return None
+    if inputs.dim() < 2 or inputs.shape[0] < 1 or inputs.shape[1] < 1:
+        raise DataError(
+            "summary_gradient_flow: inputs must be (B >= 1, T >= 1, ...), got "
+            f"{tuple(inputs.shape)}"
+        )
+
+    def summary_loss() -> tuple[torch.Tensor, torch.Tensor] | None:
+        out = model.states_through_time(inputs.to(model.device))
+        if out is None:
+            return None
+        states, hidden = out
+        return loss_of_summary(states[:, -1]), hidden
+
+    return _measured(model, summary_loss, "states_through_time")
+
+
+def _measured(
+    model: TorchSequenceModel,
+    loss_and_hidden: Callable[[], tuple[torch.Tensor, torch.Tensor] | None],
+    method: str,
+) -> GradientFlow | None:
+    """Per-row ‖∂L/∂h_t‖ averaged over rows, in eval mode, leaving the model's modes as
+    found (only the states are differentiated, so no parameter's ``.grad`` changes)."""
     modes = {module: module.training for module in model.modules()}
     model.eval()
     try:
         with torch.enable_grad():
-            out = model.hidden_sequence(inputs)
+            out = loss_and_hidden()
             if out is None:
                 return None
-            logits, hidden = out
-            _check_shapes(model, logits, hidden, inputs)
-            loss = torch.nn.functional.cross_entropy(logits[:, -1].float(), target, reduction="sum")
+            loss, hidden = out
             (grad,) = torch.autograd.grad(loss, hidden)
     finally:
         for module, training in modes.items():
@@ -124,7 +171,7 @@ def gradient_flow(model: SequenceModel, windows: np.ndarray) -> GradientFlow | N
     norms = per_window.mean(dim=0).cpu().numpy()
     if norms.shape[0] > 1 and not np.any(norms[:-1]):
         raise PluginError(
-            f"{type(model).__name__}.hidden_sequence: the gradient of the last step's loss "
+            f"{type(model).__name__}.{method}: the gradient of the last step's loss "
             "is exactly 0 at every earlier state, so hidden[:, t] does not feed the later "
             "steps in the autograd graph (a fused torch RNN/GRU/LSTM's output tensor does "
             "not: see plugins.recurrent.hidden_through_time)"

@@ -9,6 +9,7 @@ row of the leaderboard, with its reason.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
 from collections.abc import Sequence
@@ -65,6 +66,26 @@ def source_entropy_bits(data: DataConfig) -> float | None:
     return float(known["entropy_rate_bits"])
 
 
+def source_optimum(data: DataConfig) -> dict[str, float]:
+    """A synthetic example source's exact optimum per metric (parity: accuracy 1 and
+    log-loss 0; adding: MSE 0), empty for any other source."""
+    known = synthetic_metadata(data.source) or {}
+    return {str(k): float(v) for k, v in dict(known.get("optimum") or {}).items()}
+
+
+def optimum_lines(table: pd.DataFrame, task: Task, optimum: dict[str, float]) -> list[str]:
+    """The known optimum of the task's ranking figure and the best model's distance to it."""
+    metric = task.rank_metric
+    if metric not in optimum:
+        return []
+    line = f"known optimum: {metric} {optimum[metric]:g} (exact for this source)"
+    models = table[(table["status"] == "finished") & (table["plugin"] != BASELINE)]
+    if len(models):
+        best = models.iloc[0]
+        line += f"; {best['model']} is {best[f'test_{metric}'] - optimum[metric]:+.4f} from it"
+    return [line]
+
+
 # ---- data stages ---------------------------------------------------------------------
 def ingest(data: DataConfig) -> pd.DataFrame:
     from pipeline_core.sources import load_documents
@@ -78,10 +99,14 @@ def clean(docs: pd.DataFrame, data: DataConfig) -> pd.DataFrame:
     return clean_documents(docs, data.clean)
 
 
-def encode(docs: pd.DataFrame, data: DataConfig, refresh: bool = False) -> EncodedCorpus:
+def encode(
+    docs: pd.DataFrame, data: DataConfig, refresh: bool = False, windows: bool = True
+) -> EncodedCorpus:
     """The cleaned documents as one encoded corpus, cached on text hash + config
-    (``refresh``: recomputed and the cache overwritten; ``corpus.cache`` says which)."""
-    corpus, _ = vectorize_cached(corpus_text(docs["text"].tolist()), data, refresh=refresh)
+    (``refresh``: recomputed and the cache overwritten; ``corpus.cache`` says which;
+    ``windows``: see :func:`~pipeline_core.vectorize.vectorize`)."""
+    text = corpus_text(docs["text"].tolist())
+    corpus, _ = vectorize_cached(text, data, refresh=refresh, windows=windows)
     return corpus
 
 
@@ -173,6 +198,9 @@ class ModelResult:
     grad_flow: list[float] | None = None
     #: per-epoch figures (None: not at hand, e.g. a model kept by a resume)
     history: list[EpochRecord] | None = None
+    #: previous tokens its scored predictions could depend on (inf: a carried state;
+    #: None: not at hand): the model's own reach, capped by the scoring window
+    reach: float | None = None
 
     @property
     def failed(self) -> bool:
@@ -300,7 +328,7 @@ def train_model(
         tracker.log_metrics(run, {"train_seconds": seconds})
         flow = None
         if tracking is None or tracking.gradient_flow:
-            flow = record_gradient_flow(model, corpus, tracker, run, resolved)
+            flow = record_gradient_flow(model, corpus, tracker, run, resolved, the_task)
     return TrainedModel(resolved, model, history, seconds, run, flow)
 
 
@@ -313,21 +341,18 @@ def record_gradient_flow(
     tracker: Tracker,
     run: RunRef,
     resolved: ResolvedModel,
+    task: Task,
 ) -> list[float] | None:
-    """‖∂L/∂h_t‖ per time step over val windows, logged on the model's run; None for a
-    plugin that exposes no recurrent state (the n-gram, most third-party models)."""
-    from pipeline_core.diagnostics import gradient_flow, log_gradient_flow, sample_windows
+    """‖∂L/∂h_t‖ per time step with the task's own loss (:meth:`Task.gradient_flow`),
+    logged on the model's run; None for a plugin that exposes no recurrent state (the
+    n-gram, most third-party models)."""
+    from pipeline_core.diagnostics import log_gradient_flow
 
     if not isinstance(model, TorchSequenceModel):
         return None
-    windows = sample_windows(
-        corpus.val, corpus.config.context_len, GRAD_FLOW_WINDOWS, resolved.train.seed
-    )
-    if len(windows) == 0:
-        return None
     try:
-        flow = gradient_flow(model, windows)
-    except PluginError as err:  # a diagnostic, not a reason to fail the model's run
+        flow = task.gradient_flow(model, corpus, GRAD_FLOW_WINDOWS, resolved.train.seed)
+    except (PluginError, DataError) as err:  # a diagnostic, not a reason to fail the run
         log.warning("model %s: no gradient-flow plot (%s)", resolved.label, err)
         return None
     if flow is None:
@@ -374,7 +399,17 @@ def evaluate_model(
         samples=report.samples,
         grad_flow=trained.grad_flow,
         history=list(trained.history),
+        reach=scored_reach(trained.model, corpus, carries_state(resolved)),
     )
+
+
+def scored_reach(model: SequenceModel, corpus: EncodedCorpus, carry: bool) -> float:
+    """Previous tokens a scored prediction could depend on: the model's own reach
+    (:meth:`SequenceModel.context_reach`), capped by ``data.context_len`` unless the
+    state is carried through the split."""
+    own = model.context_reach()
+    window = math.inf if carry else float(corpus.config.context_len)
+    return min(window, math.inf if own is None else float(own))
 
 
 def failed_result(resolved: ResolvedModel, err: BaseException, run_id: str = "") -> ModelResult:
@@ -627,6 +662,7 @@ def start_comparison(
     floor = source_entropy_bits(config.data)
     if floor is not None:
         figures["source_entropy_rate_bits"] = floor
+    figures.update({f"source_optimum_{k}": v for k, v in source_optimum(config.data).items()})
     tracker.log_metrics(parent, figures)
     return parent
 
@@ -686,7 +722,13 @@ def finish_comparison(
         tracker.log_figure(parent, fig, "gradient_flow.png")
         plots.close(fig)
     log_learning_curves(tracker, parent, results, the_task, corpus)
-    lines = summary_lines(table, the_task) + (optimum.notes() if optimum is not None else [])
+    lines = summary_lines(table, the_task)
+    if corpus is not None:
+        lines += optimum_lines(table, the_task, source_optimum(corpus.config))
+    if optimum is not None:
+        from pipeline_core.story import story_lines
+
+        lines += story_lines(table, optimum, results) or optimum.notes()
     if corpus is not None and the_task.scores_token_stream:  # the data's, not a model's
         from pipeline_core.spelling import oov_note
 
@@ -706,17 +748,66 @@ def score_checkpoint(
     path: str | Path, data_overrides: dict[str, Any], split: str = "test"
 ) -> tuple[Scores, DataConfig]:
     """Score a saved model on a corpus prepared as it was trained (the checkpoint holds
-    that data config; ``data_overrides`` change the source or anything else)."""
+    that data config; ``data_overrides`` change the source or anything else).
+
+    A checkpoint of a sequence-level task (``extra.task``: classify, regress) is scored
+    by that task with its recorded options, exactly as its comparison scored it
+    (accuracy, macro-F1, log-loss / MSE, MAE); any other by the one next-token metric."""
     from pipeline_core.config import validate_model
     from pipeline_core.contract import read_checkpoint
     from pipeline_core.registry import load_checkpoint
 
-    saved = read_checkpoint(path).get("extra", {}).get("data", {})
+    payload = read_checkpoint(path)
+    saved = payload.get("extra", {}).get("data", {})
     data = validate_model(DataConfig, {**saved, **data_overrides}, where="data")
+    task = saved_task(payload, str(path))
     corpus = encode(clean(ingest(data), data), data)
     model = load_checkpoint(path, vocab=corpus.vocab.tokens)
     carry = saved_scoring(path) == "carried state"
-    return evaluate(model, corpus, split, carry_state=carry), data
+    if task is None:
+        return evaluate(model, corpus, split, carry_state=carry), data
+    task.prepare(corpus)
+    check_saved_task(task, payload, str(path))
+    return task.score(model, corpus, split, carry), data
+
+
+#: the tasks whose checkpoints ``seqlab score`` scores with the task's own metrics
+SCORED_BY_TASK = ("classify", "regress")
+
+
+def saved_task(payload: dict[str, Any], where: str) -> Task | None:
+    """The sequence-level task (with its recorded options) a checkpoint was trained
+    for, or None for a model scored by next-token bpc."""
+    from pipeline_core.serving import checkpoint_task
+
+    record = checkpoint_task(payload, where)
+    if record.get("name") not in SCORED_BY_TASK:
+        return None
+    options = record.get("options")
+    return get_task(str(record["name"]), options if isinstance(options, dict) else None)
+
+
+def check_saved_task(task: Task, payload: dict[str, Any], where: str) -> None:
+    """Refuse, in one line, data whose labels (classify) or features per step (regress)
+    are not the ones the checkpoint was trained on."""
+    from pipeline_core.tasks.classify import ClassifyTask
+    from pipeline_core.tasks.regress import RegressTask
+
+    record = payload["extra"]["task"]
+    if isinstance(task, ClassifyTask):
+        names = list(task.data.names)
+        if record.get("labels") is not None and list(record["labels"]) != names:
+            raise DataError(
+                f"{where}: the model was trained on labels {', '.join(record['labels'])}; "
+                f"the data has {', '.join(names)}"
+            )
+    elif isinstance(task, RegressTask):
+        n = task.data.n_features
+        if record.get("n_features") is not None and int(record["n_features"]) != n:
+            raise DataError(
+                f"{where}: the model reads {record['n_features']} features per step; the "
+                f"data has {n}"
+            )
 
 
 def saved_scoring(path: str | Path) -> str:

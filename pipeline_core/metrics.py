@@ -218,10 +218,17 @@ def charge_spelling(
     scores: TargetScores, corpus: EncodedCorpus, positions: np.ndarray
 ) -> TargetScores:
     """Open-vocabulary scoring: an ``<unk>`` target at ``positions`` also pays its
-    spelling under the shared fallback (:mod:`pipeline_core.spelling`), for every model."""
+    spelling under the shared fallback (:mod:`pipeline_core.spelling`), for every model,
+    and is never a hit for acc@1/acc@5 (ranking ``<unk>`` first names no token)."""
     from pipeline_core.spelling import spelling_nats
 
-    return replace(scores, logp=scores.logp - spelling_nats(corpus, positions))
+    known = np.asarray(corpus.ids[positions]) != 0
+    return replace(
+        scores,
+        logp=scores.logp - spelling_nats(corpus, positions),
+        top1=scores.top1 & known,
+        top5=scores.top5 & known,
+    )
 
 
 def scored_chars(corpus: EncodedCorpus, split: str) -> int:

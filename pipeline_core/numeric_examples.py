@@ -44,7 +44,10 @@ def parse_line(line: str, where: str) -> tuple[np.ndarray, float]:
     """One ``steps<TAB>target`` line as (T, F) values and its target."""
     body, tab, target = line.rpartition("\t")
     if not tab or not body.strip():
-        raise DataError(f"{where}: expected v,v;v,v;...<TAB>target")
+        raise DataError(
+            f"{where}: expected v,v;v,v;...<TAB>target (the regress task reads one numeric "
+            "example per line, or a .csv time series)"
+        )
     steps = [
         [number(cell, f"{where}, row {r}, column {c}") for c, cell in enumerate(step.split(","), 1)]
         for r, step in enumerate(body.split(";"), 1)

@@ -94,6 +94,11 @@ class KnownOptimum:
     entropy_rate_bits: float
     #: copy only: bits per character of a model that cannot remember
     memoryless_bits: float | None = None
+    #: how far back (characters) the law reaches: a Markov source's order, the copy
+    #: task's T + 10 (None: it varies, as in the Reber grammar)
+    span: int | None = None
+    #: that reach in words, for the explanation under the leaderboard
+    span_note: str = ""
 
     def metrics(self) -> dict[str, float]:
         """Parent-run figures besides the oracle row's own (``oracle_test_bpc`` ...)."""
@@ -183,8 +188,24 @@ def known_optimum(task: Task, corpus: EncodedCorpus) -> KnownOptimum | None:
         log.warning("no oracle for %s: %s", corpus.config.source, err)
         return None
     memoryless = meta.get("memoryless_bits")
+    span, note = law_span(params)
     return KnownOptimum(
         baseline=Baseline(label=ORACLE, val=val, test=test, scoring=SCORING),
         entropy_rate_bits=float(meta["entropy_rate_bits"]),
         memoryless_bits=None if memoryless is None else float(memoryless),
+        span=span,
+        span_note=note,
     )
+
+
+def law_span(params: Any) -> tuple[int | None, str]:
+    """How many characters back a source's law looks, and that in words."""
+    if isinstance(params, MarkovParams):
+        k = params.order
+        return k, f"each character depends only on the previous {k}"
+    if isinstance(params, synthetic_copy.CopyParams):
+        span = synthetic_copy.recall_distance(params)
+        return span, f"each recalled symbol was seen {span} characters earlier"
+    if isinstance(params, synthetic_reber.ReberParams):
+        return None, "the last T/P of each string repeats its second symbol, a string apart"
+    return None, ""

@@ -36,6 +36,8 @@ class ModelReport:
     scoring: str
     history: list[EpochRecord]
     samples: dict[str, str] = field(default_factory=dict)
+    #: the task's record for the checkpoint's ``extra.task`` (:meth:`Task.checkpoint_extra`)
+    task: dict[str, object] = field(default_factory=dict)
 
 
 def generate_samples(
@@ -84,6 +86,7 @@ def score_model(
         scoring=the_task.scoring_label(type(model), carry_state),
         history=history,
         samples=dict(list(samples.items())[: tracking.samples]),
+        task=the_task.checkpoint_extra(),
     )
 
 
@@ -113,7 +116,11 @@ def record(
             Path(tmp) / "checkpoint.pt",
             vocab=corpus.vocab.tokens,
             plugin=report.plugin,
-            extra={"data": corpus.config.model_dump(mode="json"), "scoring": report.scoring},
+            extra={
+                "data": corpus.config.model_dump(mode="json"),
+                "scoring": report.scoring,
+                **({"task": report.task} if report.task else {}),
+            },
         )
         start = corpus.span("test")[0]
         example = corpus.ids[start : start + corpus.config.context_len]

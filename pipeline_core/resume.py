@@ -2,7 +2,9 @@
 
 A comparison's parent run stores its resolved config (``config.json``) and data sha256.
 ``seqlab run --resume PARENT_RUN_ID`` checks both against the new invocation, keeps the
-models that finished (their scores are read back from MLflow, nothing is retrained),
+models that finished (their scores are read back from MLflow, nothing is retrained:
+every figure a task logs, bpc and its family, transduce's cer and exact match,
+classify's accuracy, macro f1 and log-loss, regress's mse and mae),
 continues an interrupted one from its last per-epoch checkpoint in the same child run,
 and trains the ones that never started.
 """
@@ -10,13 +12,14 @@ and trains the ones that never started.
 from __future__ import annotations
 
 import json
+import math
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from pipeline_core.config import RunConfig, validate_model
 from pipeline_core.errors import ConfigError
-from pipeline_core.experiment import CONFIG_ARTIFACT, ModelResult
+from pipeline_core.experiment import CONFIG_ARTIFACT, ModelResult, make_task
 from pipeline_core.metrics import Scores
 from pipeline_core.tracking import RunRef, Tracker
 
@@ -79,20 +82,38 @@ def first_difference(a: Any, b: Any, where: str = "") -> str | None:
     return None if a == b else f"{where or 'config'}: {a!r} then, {b!r} now"
 
 
-def _scores(metrics: dict[str, float], prefix: str) -> Scores | None:
-    names = ("nll", "bpc", "ppl", "acc1", "acc5", "n_tokens", "n_chars")
-    if not all(f"{prefix}_{n}" in metrics for n in names):
+#: Scores fields that are counts (logged as floats)
+COUNTS = ("n_tokens", "n_chars")
+#: final figures whose names the per-epoch metrics share (the final one is at step 0)
+PER_EPOCH = ("val_nll", "val_bpc")
+
+
+def _scores(metrics: dict[str, float], prefix: str, rank_metric: str = "bpc") -> Scores | None:
+    """The Scores a finished child logged under ``prefix`` (``Scores.as_metrics``), or
+    None when its count or its task's rank metric is missing. A figure the task does not
+    define was never logged and reads back as NaN, as the model's own Scores had it."""
+    if not all(f"{prefix}_{n}" in metrics for n in ("n_tokens", rank_metric)):
         return None
-    m = {n: metrics[f"{prefix}_{n}"] for n in names}
-    return Scores(
-        nll=m["nll"],
-        bpc=m["bpc"],
-        ppl=m["ppl"],
-        acc1=m["acc1"],
-        acc5=m["acc5"],
-        n_tokens=int(m["n_tokens"]),
-        n_chars=int(m["n_chars"]),
-    )
+    values: dict[str, Any] = {}
+    for f in fields(Scores):
+        value = metrics.get(f"{prefix}_{f.name}")
+        if f.name in COUNTS:
+            values[f.name] = int(value) if value is not None and math.isfinite(value) else 0
+        else:
+            values[f.name] = float("nan") if value is None else float(value)
+    return Scores(**values)
+
+
+def _final_metrics(tracker: Tracker, child: Any) -> dict[str, float]:
+    """The child's metrics, with the final (step 0) value of names an epoch also logs:
+    a run's latest value of those is its last epoch's, not the score it ended with."""
+    metrics = dict(child.data.metrics)
+    for key in PER_EPOCH:
+        if key in metrics:
+            at_zero = [v for step, v in tracker.metric_history(child.info.run_id, key) if step == 0]
+            if at_zero:
+                metrics[key] = at_zero[-1]
+    return metrics
 
 
 def plan_resume(tracker: Tracker, parent_id: str, config: RunConfig) -> ResumePlan:
@@ -105,14 +126,17 @@ def plan_resume(tracker: Tracker, parent_id: str, config: RunConfig) -> ResumePl
     parent = RunRef(parent_id, run.info.experiment_id)
     plan = ResumePlan(parent, run.data.tags.get("seqlab.data_sha256", ""))
     labels = {spec.label for spec in config.models}
+    rank_metric = make_task(config).rank_metric  # what a finished child must have logged
     for child in tracker.child_runs(parent):
         label = child.info.run_name
         if label not in labels:
             continue
-        metrics = dict(child.data.metrics)
-        test, val = _scores(metrics, "test"), _scores(metrics, "val")
+        finished = child.info.status == "FINISHED"
+        metrics = _final_metrics(tracker, child) if finished else dict(child.data.metrics)
+        test = _scores(metrics, "test", rank_metric)
+        val = _scores(metrics, "val", rank_metric)
         ref = RunRef(child.info.run_id, child.info.experiment_id)
-        if child.info.status == "FINISHED" and test is not None and val is not None:
+        if finished and test is not None and val is not None:
             plan.finished[label] = ModelResult(
                 label=label,
                 plugin=child.data.tags.get("seqlab.plugin", ""),

@@ -13,6 +13,15 @@ this repository's working tree. Each request row is either a completion,
 malformed row is an ``MlflowException`` with ``INVALID_PARAMETER_VALUE`` (HTTP 400 from
 the scoring server) whose message is one line.
 
+A checkpoint trained for a sequence-level task says so in its ``extra.task`` (written by
+:meth:`Task.checkpoint_extra`), and its model answers that task instead: ``classify``
+rows ``{text}`` with ``{label, probabilities}`` (a probability per label name, as
+:func:`pipeline_core.tasks.classify.predict_proba` gives them), ``regress`` rows
+``{values}`` (a list of steps, each a list of the numbers per step the task trained on;
+a CSV series' window of ``data.context_len`` rows in the CSV's units) with
+``{prediction}`` (:func:`pipeline_core.tasks.regress.predict_values`). The signature, the
+input example and the metadata follow the task.
+
 Besides :mod:`pipeline_core.tracking`, this is the only module that imports mlflow:
 ``mlflow.pyfunc`` for the ``PythonModel`` base class and to write the model folder,
 ``mlflow.models``/``mlflow.types`` for the signature and ``mlflow.exceptions`` for the
@@ -31,12 +40,13 @@ from pathlib import Path
 from typing import Any
 
 import mlflow.pyfunc
+import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
 
-from pipeline_core.errors import ConfigError, SeqlabError
+from pipeline_core.errors import ConfigError, DataError, SeqlabError
 from pipeline_core.model_uri import CHECKPOINT_NAME, LoadedModel
 
 #: the pyfunc artifact that names the checkpoint
@@ -62,6 +72,17 @@ OUTPUT_COLUMNS: dict[str, str] = {
     "unknown": "long",
 }
 COMPLETION_FIELDS = ("prompt", "max_new_tokens", "temperature", "top_k", "seed")
+#: the tasks whose models answer their own rows (any other task's model answers text rows)
+CLASSIFY, REGRESS = "classify", "regress"
+#: their request fields and output columns (``map`` is a label -> probability object)
+TASK_FIELDS: dict[str, dict[str, str]] = {
+    CLASSIFY: {"text": "string"},
+    REGRESS: {"values": "array"},
+}
+TASK_OUTPUTS: dict[str, dict[str, str]] = {
+    CLASSIFY: {"label": "string", "probabilities": "map"},
+    REGRESS: {"prediction": "double"},
+}
 
 
 class OneLineError(MlflowException):
@@ -201,25 +222,240 @@ def request_rows(model_input: Any) -> list[Mapping[str, Any]]:
     )
 
 
+# ---- sequence-level tasks ------------------------------------------------------------
+def _short(value: Any, width: int = 60) -> str:
+    """``repr(value)`` cut to ``width`` characters (a request may hold a long list)."""
+    text = " ".join(repr(value).split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def checkpoint_task(payload: Mapping[str, Any], where: str) -> Mapping[str, Any]:
+    """The checkpoint's ``extra.task`` record (``{}`` when it records none). A checkpoint
+    with a task head but no record was trained for classify or regress before seqlab
+    recorded the task: refused, rather than answered as a next-token model."""
+    extra = payload.get("extra") or {}
+    task = extra.get("task")
+    if task is None:
+        state = payload.get("state") or {}
+        if "task_head.weight" in state:
+            raise DataError(
+                f"{where}: the checkpoint has a task head but records no task (saved by an "
+                "older seqlab); retrain it to serve or score it"
+            )
+        return {}
+    if not isinstance(task, Mapping) or not isinstance(task.get("name"), str):
+        raise DataError(f"{where}: the checkpoint's extra.task is malformed")
+    return task
+
+
+def task_name(payload: Mapping[str, Any], where: str) -> str:
+    """The task a checkpoint was trained for (``next-token`` when it records none)."""
+    return str(checkpoint_task(payload, where).get("name") or "next-token")
+
+
+def _required(
+    record: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str
+) -> Any:
+    value = record.get(key)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise DataError(f"{where}: the checkpoint's extra.task.{key} is missing or malformed")
+    return value
+
+
+@dataclass(frozen=True)
+class Classifier:
+    """A classify model: label names (class id = index) and the ids of the train
+    characters (any other reads as ``<unk>``, as in training)."""
+
+    model: Any  # TorchSequenceModel
+    labels: tuple[str, ...]
+    chars: dict[str, int]
+    field = "text"
+
+    def row_help(self) -> str:
+        return "a classify model's row holds text (the sequence to label)"
+
+    @classmethod
+    def of(cls, loaded: LoadedModel, record: Mapping[str, Any], where: str) -> Classifier:
+        from pipeline_core.tasks.classify import char_ids
+
+        labels = _required(record, "labels", list, where)
+        chars = _required(record, "chars", list, where)
+        if not all(isinstance(x, str) for x in [*labels, *chars]) or len(labels) < 2:
+            raise DataError(f"{where}: the checkpoint's extra.task labels or chars are malformed")
+        head = getattr(loaded.model, "task_head", None)
+        if head is None or head.out_features != len(labels):
+            raise DataError(f"{where}: the model's head does not have its {len(labels)} labels")
+        return cls(loaded.model, tuple(labels), char_ids(chars, loaded.vocab))
+
+    def parse(self, row: int, fields: Mapping[str, Any]) -> str:
+        given = {str(k): v for k, v in fields.items() if not _missing(v)}
+        unknown = sorted(set(given) - {"text"})
+        if unknown:
+            raise InvalidRequest(
+                f"row {row}: unknown field(s) {', '.join(unknown)}; {self.row_help()}"
+            )
+        if "text" not in given:
+            raise InvalidRequest(f"row {row}: no text given; {self.row_help()}")
+        text = given["text"]
+        if not isinstance(text, str):
+            raise InvalidRequest(f"row {row}: text must be a string (got {_short(text)})")
+        if not text:
+            raise InvalidRequest(f"row {row}: text is empty; give at least one character")
+        return text
+
+    def answer(self, texts: list[str]) -> pd.DataFrame:
+        from pipeline_core.tasks.classify import predict_proba, text_ids
+
+        proba = predict_proba(self.model, [text_ids(t, self.chars) for t in texts])
+        out = [
+            {
+                "label": self.labels[int(p.argmax())],
+                "probabilities": {n: float(v) for n, v in zip(self.labels, p, strict=True)},
+            }
+            for p in proba
+        ]
+        return pd.DataFrame(out, columns=list(TASK_OUTPUTS[CLASSIFY]), dtype=object)
+
+
+@dataclass(frozen=True)
+class Regressor:
+    """A regress model: features per step, the series' window and scaling (none for
+    example lines), and the target's scale."""
+
+    model: Any  # TorchSequenceModel
+    n_features: int
+    window: int | None
+    input_mean: tuple[float, ...]
+    input_std: tuple[float, ...]
+    target_mean: float
+    target_std: float
+    columns: tuple[str, ...]
+    field = "values"
+
+    def row_help(self) -> str:
+        return f"a regress model's row holds values: {self.shape_help()}"
+
+    @classmethod
+    def of(cls, loaded: LoadedModel, record: Mapping[str, Any], where: str) -> Regressor:
+        n = _required(record, "n_features", int, where)
+        window = record.get("window")
+        if window is not None and (type(window) is not int or window < 1):
+            raise DataError(f"{where}: the checkpoint's extra.task.window is malformed")
+        mean = tuple(float(v) for v in record.get("input_mean") or ())
+        std = tuple(float(v) for v in record.get("input_std") or ())
+        if len(mean) != len(std) or (mean and len(mean) != n):
+            raise DataError(f"{where}: the checkpoint's extra.task input scaling is malformed")
+        layer = getattr(loaded.model, "value_input", None)
+        if layer is None or layer.in_features != n:
+            raise DataError(f"{where}: the model's value input does not take {n} features")
+        return cls(
+            loaded.model,
+            n,
+            window,
+            mean,
+            std,
+            float(_required(record, "target_mean", (int, float), where)),
+            float(_required(record, "target_std", (int, float), where)),
+            tuple(str(c) for c in record.get("columns") or ()),
+        )
+
+    def shape_help(self) -> str:
+        step = "a number" if self.n_features == 1 else f"a list of {self.n_features} numbers"
+        if self.window is None:
+            return f"values is a list of steps, each {step}"
+        columns = f" (columns {', '.join(self.columns)})" if self.columns else ""
+        return f"values is a list of {self.window} rows{columns}, each {step}"
+
+    def parse(self, row: int, fields: Mapping[str, Any]) -> np.ndarray:
+        given = {str(k): v for k, v in fields.items() if not _missing(v)}
+        unknown = sorted(set(given) - {"values"})
+        if unknown:
+            raise InvalidRequest(
+                f"row {row}: unknown field(s) {', '.join(unknown)}; a regress model's row "
+                f"holds values ({self.shape_help()})"
+            )
+        if "values" not in given:
+            raise InvalidRequest(f"row {row}: no values given; {self.shape_help()}")
+        steps = given["values"]
+        if isinstance(steps, np.ndarray):
+            steps = steps.tolist()
+        if not isinstance(steps, list | tuple):
+            raise InvalidRequest(
+                f"row {row}: values must be a list (got {_short(steps)}); {self.shape_help()}"
+            )
+        if not steps:
+            raise InvalidRequest(f"row {row}: values is empty; give at least one step")
+        if self.window is not None and len(steps) != self.window:
+            raise InvalidRequest(
+                f"row {row}: values has {len(steps)} rows; {self.shape_help()} (the model "
+                f"reads windows of data.context_len={self.window})"
+            )
+        out = np.empty((len(steps), self.n_features), np.float64)
+        for s, step in enumerate(steps, 1):
+            cells = step.tolist() if isinstance(step, np.ndarray) else step
+            if self.n_features == 1 and not isinstance(cells, list | tuple):
+                cells = [cells]
+            if not isinstance(cells, list | tuple) or len(cells) != self.n_features:
+                raise InvalidRequest(
+                    f"row {row}: values step {s} is {_short(step)}; {self.shape_help()}"
+                )
+            for f, cell in enumerate(cells, 1):
+                if isinstance(cell, bool) or not isinstance(cell, numbers.Real):
+                    raise InvalidRequest(
+                        f"row {row}: values step {s}, feature {f}: not a number ({_short(cell)})"
+                    )
+                if not math.isfinite(float(cell)):
+                    raise InvalidRequest(
+                        f"row {row}: values step {s}, feature {f}: not a finite number "
+                        f"({cell!r}; NaN and inf are refused)"
+                    )
+                out[s - 1, f - 1] = float(cell)
+        return out
+
+    def answer(self, rows: list[np.ndarray]) -> pd.DataFrame:
+        from pipeline_core.tasks.regress import padded_values, predict_values, standardised
+
+        if self.input_mean:
+            rows = [standardised(r, self.input_mean, self.input_std) for r in rows]
+        values, lengths = padded_values(rows)
+        pred = predict_values(self.model, values, lengths, self.target_mean, self.target_std)
+        if not np.isfinite(pred).all():
+            raise OneLineError("the model predicted NaN or inf")
+        return pd.DataFrame({"prediction": pred.astype(np.float64)})
+
+
 class SeqlabPyfunc(PythonModel):
-    """A seqlab checkpoint as an MLflow pyfunc model: completions and scores."""
+    """A seqlab checkpoint as an MLflow pyfunc model: completions and scores, or the
+    answers of the sequence-level task it was trained for (classify, regress)."""
 
     #: ``predict`` has no type hints on purpose (MLflow would validate by them): this
     #: tells MLflow not to wrap it and not to warn about their absence
     _skip_type_hint_validation = True
     loaded: LoadedModel | None = None
     cap: int = DEFAULT_MAX_NEW_TOKENS_CAP
+    #: the task's own answerer; None for a text model (completions and scores)
+    task: Classifier | Regressor | None = None
 
     def load_context(self, context: Any) -> None:
+        from pipeline_core.contract import read_checkpoint
         from pipeline_core.model_uri import load_resolved
 
         path = Path(context.artifacts[CHECKPOINT_ARTIFACT])
+        record = checkpoint_task(read_checkpoint(path), str(path))
         self.loaded = load_resolved(path, str(path), str(path), None)
         self.cap = max_new_tokens_cap()
+        name = record.get("name")
+        if name == CLASSIFY:
+            self.task = Classifier.of(self.loaded, record, str(path))
+        elif name == REGRESS:
+            self.task = Regressor.of(self.loaded, record, str(path))
 
     def predict(self, context, model_input, params=None):  # no type hints: see above
         if self.loaded is None:
             raise OneLineError("the model's checkpoint is not loaded")
+        if self.task is not None:
+            return self._answer_task(self.task, model_input)
         rows = [parse_row(i, r, self.cap) for i, r in enumerate(request_rows(model_input))]
         out = []
         for i, row in enumerate(rows):
@@ -231,6 +467,30 @@ class SeqlabPyfunc(PythonModel):
                 reason = " ".join(f"{type(err).__name__}: {err}".split())[:500]
                 raise OneLineError(f"row {i}: {reason}") from err
         return pd.DataFrame(out, columns=list(OUTPUT_COLUMNS), dtype=object)
+
+    @staticmethod
+    def _answer_task(task: Classifier | Regressor, model_input: Any) -> Any:
+        """Every row parsed first (a bad one is a 400 naming it), then one pass of the
+        model over them all, batched as the task scores its splits. MLflow drops the
+        columns its signature lacks (a ``prompt`` sent to a classify model) before
+        ``predict``: a table without the task's column is refused here."""
+        requested = request_rows(model_input)
+        field = task.field
+        if not requested or (
+            isinstance(model_input, pd.DataFrame) and field not in model_input.columns
+        ):
+            raise InvalidRequest(f"no {field} given; {task.row_help()}")
+        try:
+            if isinstance(task, Classifier):
+                return task.answer([task.parse(i, r) for i, r in enumerate(requested)])
+            return task.answer([task.parse(i, r) for i, r in enumerate(requested)])
+        except MlflowException:
+            raise
+        except SeqlabError as err:
+            raise InvalidRequest(str(err)) from None
+        except Exception as err:  # a bug: one line over HTTP too, not a traceback
+            reason = " ".join(f"{type(err).__name__}: {err}".split())[:500]
+            raise OneLineError(reason) from err
 
     def _answer(self, row: Completion | Score) -> dict[str, Any]:
         from pipeline_core.generation import CARRIED, generate_text, score_text
@@ -268,23 +528,32 @@ class SeqlabPyfunc(PythonModel):
         }
 
 
-def signature() -> Any:
-    """Optional input columns (a completion's or a score's), and the output columns.
+def signature(task: str = "next-token") -> Any:
+    """Optional input columns (a completion's or a score's), and the output columns; a
+    classify or regress model's own (:data:`TASK_FIELDS`, :data:`TASK_OUTPUTS`).
 
     The numeric inputs are declared ``Any`` and checked by :func:`parse_row`, against
     :data:`FIELD_TYPES`: MLflow refuses a ``long`` column with a gap (a completion row
     without ``top_k`` beside one with it, or beside a score row) and a ``double``
-    column given Python ints, and its own refusals are many lines long."""
+    column given Python ints, and its own refusals are many lines long. A regress
+    model's ``values`` (nested lists of numbers) are ``Any`` for the same reason, checked
+    by :meth:`Regressor.parse`; every input is optional so that a missing one is this
+    module's one-line 400 too."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
-    from mlflow.types.schema import AnyType
+    from mlflow.types.schema import AnyType, Map
 
     def column(name: str, kind: str) -> Any:
         return ColSpec("string" if kind == "string" else AnyType(), name, required=False)
 
+    def output(name: str, kind: str) -> Any:
+        return ColSpec(Map("double") if kind == "map" else kind, name, required=False)
+
+    fields = TASK_FIELDS.get(task, FIELD_TYPES)
+    outputs = TASK_OUTPUTS.get(task, OUTPUT_COLUMNS)
     return ModelSignature(
-        inputs=Schema([column(n, t) for n, t in FIELD_TYPES.items()]),
-        outputs=Schema([ColSpec(t, n, required=False) for n, t in OUTPUT_COLUMNS.items()]),
+        inputs=Schema([column(n, t) for n, t in fields.items()]),
+        outputs=Schema([output(n, t) for n, t in outputs.items()]),
     )
 
 
@@ -308,6 +577,18 @@ def input_example(prompt: str) -> list[dict[str, Any]]:
         {"prompt": prompt, "max_new_tokens": 20, "temperature": 0.0, "seed": 0},
         {"text": prompt},
     ]
+
+
+def task_input_example(record: Mapping[str, Any], fallback: str) -> list[dict[str, Any]]:
+    """A classify model's row (its first train example's text, else ``fallback``) or a
+    regress model's (its first train example's steps)."""
+    example = record.get("example")
+    if record.get("name") == CLASSIFY:
+        return [{"text": example if isinstance(example, str) and example else fallback}]
+    if not isinstance(example, list) or not example:
+        n = int(record.get("n_features") or 1)
+        example = [[0.0] * n] * int(record.get("window") or 1)
+    return [{"values": example}]
 
 
 #: the model's code (MLflow "models from code"): it names the class in the installed
@@ -345,6 +626,12 @@ def save_pyfunc_model(checkpoint: Path, dst: Path, example_text: str | None = No
     payload = read_checkpoint(checkpoint)
     plugin = str(payload.get("plugin"))
     text = example_text or example_prompt(payload)
+    record = checkpoint_task(payload, str(checkpoint))
+    task = str(record.get("name") or "next-token")
+    if task in TASK_FIELDS:
+        example, fields = task_input_example(record, text), TASK_FIELDS[task]
+    else:
+        example, fields = input_example(text), FIELD_TYPES
     with tempfile.TemporaryDirectory(prefix="seqlab-pyfunc-") as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # MLflow's advice on type hints and pickling
         code = Path(tmp) / MODEL_CODE_NAME
@@ -353,10 +640,10 @@ def save_pyfunc_model(checkpoint: Path, dst: Path, example_text: str | None = No
             path=str(dst),
             python_model=str(code),
             artifacts={CHECKPOINT_ARTIFACT: str(checkpoint)},
-            signature=signature(),
-            input_example=input_example(text),
+            signature=signature(task),
+            input_example=example,
             pip_requirements=pip_requirements(plugin),
-            metadata={"seqlab": {"plugin": plugin, "fields": FIELD_TYPES}},
+            metadata={"seqlab": {"plugin": plugin, "task": task, "fields": fields}},
         )
     top = dst / CHECKPOINT_NAME
     if not top.is_file():

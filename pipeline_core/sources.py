@@ -14,6 +14,8 @@ the tutorial's byte-level cleaning can be reproduced from the decoded text.
 
 from __future__ import annotations
 
+import copy
+import functools
 import glob
 import hashlib
 import http.client
@@ -333,6 +335,13 @@ def synthetic_metadata(source: str) -> dict[str, Any] | None:
     the best bpc any model can reach); ``None`` for other sources."""
     if not _has_prefix(source, "synthetic:"):
         return None
+    return copy.deepcopy(_generated_metadata(source))
+
+
+@functools.lru_cache(maxsize=16)
+def _generated_metadata(source: str) -> dict[str, Any]:
+    """Generating the text is the only way to its metadata, and a comparison asks
+    several times (a large adding set takes seconds): kept per source string."""
     name, _, query = source.partition(":")[2].partition("?")
     return make_synthetic(name.strip(), _parse_query(name, query))[1]
 

@@ -224,13 +224,15 @@ def split_bounds(n_tokens: int, fractions: Sequence[float]) -> tuple[int, int]:
     return b0, b1
 
 
-def vectorize(text: str, config: DataConfig) -> EncodedCorpus:
+def vectorize(text: str, config: DataConfig, windows: bool = True) -> EncodedCorpus:
     """Tokenize, cut contiguous splits, build the vocabulary from the training split
     alone (so val/test symbols are not known in advance) and encode; the spelling of
-    every ``<unk>`` position is kept for scoring."""
+    every ``<unk>`` position is kept for scoring. ``windows``: refuse splits shorter than
+    one window (False for tasks that read whole examples, whose own checks say more)."""
     tokens, starts = tokenize(text, config.level)
     b0, b1 = split_bounds(len(tokens), config.splits)
-    check_long_enough(len(tokens), (b0, b1), config)
+    if windows:
+        check_long_enough(len(tokens), (b0, b1), config)
     vocab = Vocabulary.build(tokens[:b0], config.level, config.min_freq, config.max_vocab)
     ids = vocab.encode(tokens)
     unk_spellings = {int(i): tokens[i] for i in np.flatnonzero(ids == 0)}
@@ -393,7 +395,11 @@ def load_corpus(folder: Path) -> EncodedCorpus:
 
 
 def vectorize_cached(
-    text: str, config: DataConfig, cache_dir: Path | None = None, refresh: bool = False
+    text: str,
+    config: DataConfig,
+    cache_dir: Path | None = None,
+    refresh: bool = False,
+    windows: bool = True,
 ) -> tuple[EncodedCorpus, bool]:
     """:func:`vectorize`, reusing an earlier result for the same text and config (every
     plugin of a comparison, and every later run with the same inputs, reads one entry).
@@ -410,10 +416,14 @@ def vectorize_cached(
             pass  # a damaged cache entry is rebuilt below
         else:
             log.info("vectorized data from the cache: %s", folder)
+            if windows:
+                check_long_enough(len(cached.ids), cached.bounds, config)
             warn_unk(cached)
             return replace(cached, cache="hit"), True
     stale = refresh or folder.exists()  # refreshed, or a damaged entry to replace
-    corpus = vectorize(text, config)
+    corpus = vectorize(text, config, windows=False)  # the entry serves every task
+    if windows:
+        check_long_enough(len(corpus.ids), corpus.bounds, config)
     warn_unk(corpus)
     save_corpus(corpus, folder, overwrite=stale)
     log.info("vectorized data %s: %s", "refreshed" if refresh else "cached", folder)

@@ -207,6 +207,10 @@ class NGramModel(SequenceModel):
         #: Modified Kneser-Ney discounts (D1, D2, D3+) per level, after fit.
         self.discounts_: dict[int, tuple[float, float, float]] = {}
 
+    def context_reach(self) -> int:
+        """N - 1: the longest context an n-gram of order N conditions on."""
+        return self.config.order - 1
+
     # ---- fitting -------------------------------------------------------------------
     def fit(self, data: FitData, on_epoch: EpochCallback | None = None) -> list[EpochRecord]:
         """Count every n-gram of ``data.train``; report train and val nll as one epoch.

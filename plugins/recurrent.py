@@ -99,6 +99,22 @@ class RecurrentLM(TorchSequenceModel):
             return None
         return hidden_through_time(self.rnn, self.encode(x), lambda h: self.head(self.dropout(h)))
 
+    def states_through_time(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The top layer's h_t over ids or float rows (see the contract), from
+        :func:`hidden_through_time`; None where :meth:`hidden_sequence` is."""
+        if type(self).forward is not RecurrentLM.forward or getattr(
+            self.rnn, "bidirectional", False
+        ):
+            return None
+        if x.is_floating_point():
+            layer = self.value_input
+            if layer is None:
+                raise PluginError(f"{type(self).__name__}: call attach_value_input first")
+            inputs = layer(x.float())
+        else:
+            inputs = self.encode(x)
+        return hidden_through_time(self.rnn, inputs, lambda h: h)
+
 
 def last_of(hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """``hidden[b, lengths[b] - 1]`` for each row: (B, T, H) -> (B, H), the state after a

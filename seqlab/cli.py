@@ -362,6 +362,12 @@ def score_command(
                 "--text/--file score a given text; --data and --split choose a corpus "
                 "split: give one or the other"
             )
+        cli_generate.refuse_example_models(
+            model,
+            tracking_uri,
+            "--text/--file",
+            "not the bits of a text: score a split (without --text/--file) or serve the model",
+        )
         cli_generate.score_text_command(model, text, file, clean, tracking_uri, as_json)
         return
     from pipeline_core.experiment import score_checkpoint

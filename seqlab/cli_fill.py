@@ -10,7 +10,13 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from seqlab.cli_generate import MODEL_HELP, TRACKING_HELP, load_model, warn_unknown
+from seqlab.cli_generate import (
+    MODEL_HELP,
+    TRACKING_HELP,
+    load_model,
+    refuse_example_models,
+    warn_unknown,
+)
 
 
 def fill_command(
@@ -29,6 +35,7 @@ def fill_command(
 
     if top_k < 1:
         raise ConfigError(f"--top-k: must be >= 1 (got {top_k})")
+    refuse_example_models(model, tracking_uri, "fill", "not blanks: serve the model")
     loaded = load_model(model, tracking_uri)
     ids, _ = encode_prompt(text, loaded.vocab, loaded.level)
     left, right = blank_contexts(ids, at, loaded.context_len)  # --at outside: one line

@@ -47,6 +47,29 @@ def load_model(model: str, tracking_uri: str | None) -> LoadedModel:
     return resolve_model(model, tracking_uri)
 
 
+def refuse_example_models(model: str, tracking_uri: str | None, what: str, instead: str) -> None:
+    """Refuse, in one line, a model trained for a task that scores whole examples
+    (classify, regress): its language-model layer was never trained, so text from it or
+    bits of a text would mean nothing. A model that cannot be read is left to the
+    command's own error."""
+    from pipeline_core.contract import read_checkpoint
+    from pipeline_core.errors import ConfigError, SeqlabError
+    from pipeline_core.experiment import SCORED_BY_TASK
+    from pipeline_core.model_uri import local_checkpoint
+    from pipeline_core.serving import task_name
+
+    check_store(model, tracking_uri)
+    try:
+        with local_checkpoint(model, tracking_uri) as (checkpoint, origin, _):
+            task = task_name(read_checkpoint(checkpoint), origin)
+    except SeqlabError:
+        return
+    if task in SCORED_BY_TASK:
+        raise ConfigError(
+            f"{what}: {model} was trained for the {task} task, which scores examples, {instead}"
+        )
+
+
 def warn_unknown(text: str, loaded: LoadedModel, what: str) -> None:
     """One ``warning:`` line on stderr when ``text`` holds tokens the model never saw."""
     from pipeline_core.generation import unknown_tokens
@@ -112,6 +135,7 @@ def generate_command(
     from pipeline_core.generation import generate_text
 
     text = check_generate_options(prompt, n_tokens, temperature, top_k)
+    refuse_example_models(model, tracking_uri, "generate", "not text: serve the model")
     loaded = load_model(model, tracking_uri)
     warn_unknown(text, loaded, "prompt")
     out = generate_text(

@@ -156,6 +156,21 @@ def paths(store: Store, tmp_path_factory: pytest.TempPathFactory) -> dict[str, s
         (tmp / name).write_text(text)
     (tmp / "undecodable.yaml").write_bytes(b"data: {source: \xff\xfe}\n")
     (tmp / "pairs.tsv").write_text("alice\tAlice\nthe rabbit\tThe Rabbit\nno tab here\n" * 40)
+    # the sequence-level tasks: labelled examples (classify) and numbers (regress)
+    labelled = "".join(f"hello world {i}\tgreet\ngoodbye now {i}\tbye\n" for i in range(20))
+    (tmp / "no_label.tsv").write_text(labelled + "a line without its label\n")
+    (tmp / "one_label.tsv").write_text(labelled.replace("\tbye", "\tgreet"))
+    # too short for any window: the example's own fault is named, not the window's
+    (tmp / "tiny_no_label.tsv").write_text("hello\tgreet\nbye\n")
+    (tmp / "one_folder" / "pos").mkdir(parents=True)
+    for i in range(3):
+        (tmp / "one_folder" / "pos" / f"{i}.txt").write_text(f"a positive review {i} " * 5)
+    series = ["a,b", *(f"{i}.5,{i}" for i in range(40))]
+    for name, bad in {"non_numeric": "3,x", "empty_cell": "3,", "nan": "NaN,3"}.items():
+        (tmp / f"{name}.csv").write_text("\n".join([*series[:8], bad, *series[8:]]) + "\n")
+    steps = ["0.1,0;0.2,1;0.3,0\t0.2"] * 30
+    steps[6] = "0.1,0;abc,1;0.3,0\t0.2"
+    (tmp / "steps.txt").write_text("\n".join(steps) + "\n")
     (tmp / "tsv.yaml").write_text(
         f"task: transduce\ntask_options: {{pairs: tsv, tsv: {tmp / 'pairs.tsv'}}}\n"
         "models: [{plugin: seq2seq}]\n"
@@ -203,6 +218,11 @@ CFG = "run --tracking-uri {store} --config {tmp}/"  # + a config file of CONFIGS
 LSTM = "run --tracking-uri {store} --models lstm --data " + MARKOV
 FRESH = f"run --models ngram --data {MARKOV} --tracking-uri"  # + a tracking URI
 INSPECT = "data inspect {tmp}/"
+# the sequence-level tasks, on a model that can learn them; one tiny epoch at most
+TINY = "--models lstm --epochs 1 --set train.max_batches_per_epoch=1"
+CLASSIFY = f"run --tracking-uri {{store}} {TINY} --task classify --data {{tmp}}/"
+REGRESS = f"run --tracking-uri {{store}} {TINY} --task regress --data {{tmp}}/"
+KNOWN_SYNTHETIC = ("adding", "copy", "markov", "parity", "reber")
 
 CASES = [
     # ---- usage: flags and arguments the command line itself refuses
@@ -289,6 +309,75 @@ CASES = [
     case("synthetic-bad-query", "data inspect synthetic:markov?order", "synthetic:markov"),
     case("synthetic-states", f"{RUN} --data {BIG_STATES}", "26**5", "states"),
     case("synthetic-memory", f"{RUN} --data {BIG_TABLE}", "alphabet=10, order=6", "MB"),
+    # ---- the newer synthetic sources: T too small, unknown names and parameters
+    case(
+        "adding-length-one",
+        f"{RUN} --task regress --data synthetic:adding?length=1",
+        "synthetic:adding",
+        "length='1'",
+        "greater than or equal to 2",
+    ),
+    case(
+        "adding-one-example",
+        "data inspect synthetic:adding?examples=1",
+        "synthetic:adding",
+        "examples='1'",
+    ),
+    case(
+        "parity-length-zero",
+        f"{RUN} --task classify --data synthetic:parity?length=0",
+        "synthetic:parity",
+        "length='0'",
+        "greater than or equal to 1",
+    ),
+    case(
+        "copy-lag-too-long",
+        f"{RUN} --data synthetic:copy?lag=5000&length=3000",
+        "synthetic:copy",
+        "lag=5000",
+        "length=3000",
+        "50200",
+    ),
+    case(
+        "copy-lag-too-long-inspect",
+        "data inspect synthetic:copy?lag=10000",
+        "synthetic:copy",
+        "lag=10000",
+        "length=60000",
+    ),
+    case("synthetic-unknown-lists-all", f"{RUN} --data synthetic:fibonacci", *KNOWN_SYNTHETIC),
+    case(
+        "copy-unknown-param",
+        f"{RUN} --data synthetic:copy?lagg=5",
+        "synthetic:copy",
+        "'lagg'",
+        "lag, length, seed",
+    ),
+    case(
+        "copy-lag-text",
+        f"{RUN} --data synthetic:copy?lag=abc",
+        "synthetic:copy",
+        "lag='abc'",
+        "integer",
+    ),
+    case(
+        "parity-unknown-param", "data inspect synthetic:parity?bits=8", "synthetic:parity", "'bits'"
+    ),
+    case(
+        "adding-length-float",
+        "data inspect synthetic:adding?length=2.5",
+        "synthetic:adding",
+        "length='2.5'",
+    ),
+    # ---- a task the plugin does not declare (refused before Prefect starts)
+    case("classify-ngram", f"{RUN} --task classify", "'ngram'", "classify"),
+    case("regress-ngram", f"{RUN} --task regress --data synthetic:adding", "'ngram'", "regress"),
+    case(
+        "regress-crnn",
+        "run --tracking-uri {store} --models crnn --task regress --data synthetic:adding",
+        "'crnn'",
+        "regress",
+    ),
     # ---- data inspect options
     case("inspect-context-zero", INSPECT + "text.txt --context-len 0", "context_len"),
     case("inspect-level", INSPECT + "text.txt --level sentence", "level", "sentence"),
@@ -352,6 +441,30 @@ CASES = [
     case("batch-cannot-fill", LSTM + " --set train.batch_size=5000", "batch_size=5000", "2,400"),
     case("stateful-streams", LSTM + STATEFUL, "batch_size=1000", "context_len=10"),
     case("word-all-unk", f"{RUN} --data {{tmp}}/text.txt --level word {MIN_FREQ}", *ALL_UNK),
+    # ---- labelled examples (classify) and numbers (regress) that are wrong inside
+    case("classify-no-label", CLASSIFY + "no_label.tsv", "no_label.tsv line 41", "no label"),
+    case(
+        "classify-one-label", CLASSIFY + "one_label.tsv", "one_label.tsv", "1 distinct", "'greet'"
+    ),
+    case("classify-one-folder", CLASSIFY + "one_folder", "one_folder", "1 distinct", "'pos'"),
+    case("classify-tiny", CLASSIFY + "tiny_no_label.tsv", "tiny_no_label.tsv line 2", "no label"),
+    case(
+        "regress-non-numeric",
+        REGRESS + "non_numeric.csv",
+        "non_numeric.csv",
+        "row 8, column b",
+        "'x'",
+    ),
+    case(
+        "regress-empty-cell",
+        REGRESS + "empty_cell.csv",
+        "empty_cell.csv",
+        "row 8, column b",
+        "empty cell",
+    ),
+    case("regress-nan", REGRESS + "nan.csv", "nan.csv", "row 8, column a", "NaN"),
+    case("regress-step", REGRESS + "steps.txt", "steps.txt line 7, row 2, column 1", "'abc'"),
+    case("regress-text", REGRESS + "text.txt", "text.txt line 1", "regress", "<TAB>target"),
 ]
 
 

@@ -18,12 +18,7 @@ V = 7
 CELLS = ("lstm", "gru", "rnn")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Any:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny(cell: str, **extra: Any) -> BiRNNModel:

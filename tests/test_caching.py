@@ -29,9 +29,9 @@ def calls(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
     real = vectorize_module.vectorize
     seen: list[str] = []
 
-    def counting(text: str, config: DataConfig) -> EncodedCorpus:
+    def counting(text: str, config: DataConfig, windows: bool = True) -> EncodedCorpus:
         seen.append(text)
-        return real(text, config)
+        return real(text, config, windows)
 
     monkeypatch.setattr(vectorize_module, "vectorize", counting)
     return seen

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,15 +40,10 @@ T = 50  # the tutorial's window
 SMALL = {"hidden_size": 64}  # embedding_dim 64 by default
 CELLS: dict[str, type[RecurrentLM]] = {"rnn": RNNModel, "lstm": LSTMModel, "gru": GRUModel}
 
-pytestmark = pytest.mark.skipif(not WONDERLAND.is_file(), reason=f"{WONDERLAND} not present")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [
+    pytest.mark.skipif(not WONDERLAND.is_file(), reason=f"{WONDERLAND} not present"),
+    pytest.mark.usefixtures("one_torch_thread"),
+]
 
 
 @pytest.fixture(scope="module")

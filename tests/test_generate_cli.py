@@ -9,7 +9,6 @@ import json
 import math
 import sys
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import torch
 from pipeline_core.generation import encode_prompt, generate, sequence_log_prob
 from pipeline_core.model_uri import LoadedModel, resolve_model
 from seqlab.cli import main
+from tests.comparisons import compare_in_process
 from tests.conftest import CliResult, assert_one_line_error, run_cli
 
 SOURCE = "synthetic:markov?length=3000"
@@ -28,13 +28,7 @@ REGISTERED = "tiny-lm"
 ALIAS = {"lstm": "champion", "ngram": "baseline"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny models on shared cores: one torch thread avoids thread hand-off stalls."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @dataclass(frozen=True)
@@ -54,9 +48,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     Prefect), record them as child runs of one comparison and register both."""
     from mlflow import MlflowClient
 
-    from pipeline_core import experiment
     from pipeline_core.config import load_run_config
-    from pipeline_core.tracking import fetch_run_artifact, get_tracker, register_model_version
+    from pipeline_core.tracking import fetch_run_artifact, register_model_version
 
     folder = tmp_path_factory.mktemp("generate-store")
     uri = f"sqlite:///{folder / 'mlruns.db'}"
@@ -80,21 +73,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
             "tracking.gradient_flow": False,
         },
     )
-    task = experiment.make_task(config)
-    resolved = experiment.resolve_models(config.models, task, config.train)
-    corpus = experiment.encode(
-        experiment.clean(experiment.ingest(config.data), config.data), config.data
-    )
-    tracker = get_tracker(uri)
-    parent = experiment.start_comparison(config, tracker, corpus, {})
-    results = []
-    for item in resolved:
-        trained = experiment.train_model(
-            item, corpus, task, tracker, parent, {}, tracking=config.tracking
-        )
-        results.append(experiment.evaluate_model(trained, corpus, task, tracker, config.tracking))
-    experiment.finish_comparison(tracker, parent, results)
-    run_ids = {r.label: r.run_id for r in results}
+    run_ids = compare_in_process(config).run_ids
     versions = {
         name: register_model_version(REGISTERED, run_ids[name], alias=ALIAS[name], tracking_uri=uri)
         for name in ("lstm", "ngram")

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
-import torch
 
 from pipeline_core import generation
 from pipeline_core.contract import FitData
@@ -26,14 +24,7 @@ from pipeline_core.vectorize import Vocabulary
 from plugins.lstm import LSTMModel
 from tests.helpers import BigramTable, Uniform
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny models on shared cores: one torch thread avoids thread hand-off stalls."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _bigram() -> BigramTable:

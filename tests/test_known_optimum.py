@@ -114,6 +114,28 @@ def test_copy_figures_are_the_documented_formulas(lag: int) -> None:
     assert memoryless == pytest.approx(meta["memoryless_bits"], abs=1e-12)
 
 
+@pytest.mark.parametrize(("lag", "k"), [(1, 1), (20, 1), (6, 3)])
+def test_copy_with_fewer_symbols_follows_the_same_formulas(lag: int, k: int) -> None:
+    n = lag + 2 * k
+    text, meta = make_synthetic("copy", {"lag": str(lag), "symbols": str(k), "length": str(50 * n)})
+    assert meta["entropy_rate_bits"] == pytest.approx(3 * k / n)
+    assert meta["memoryless_bits"] == pytest.approx(6 * k / n)
+    for i in range(0, len(text), n):
+        ep = text[i : i + n]
+        assert ep[k:] == "." * (lag - 1) + ":" + ep[:k] and set(ep[:k]) <= set("abcdefgh")
+    corpus = _corpus(f"synthetic:copy?lag={lag}&symbols={k}&length={50 * n}")
+    optimum = known_optimum(NEXT, corpus)
+    assert optimum is not None and optimum.span == lag + k
+    positions = corpus.scoring_positions("test")
+    fresh = int((positions % n < k).sum())
+    assert optimum.baseline.test.bpc == pytest.approx(3 * fresh / scored_chars(corpus, "test"))
+    # the classic task is unchanged by the new parameter
+    assert (
+        make_synthetic("copy", {"lag": "5", "symbols": "10"})[0]
+        == make_synthetic("copy", {"lag": "5"})[0]
+    )
+
+
 def test_copy_oracle_pays_three_bits_per_fresh_symbol_only() -> None:
     lag = 7
     corpus = _corpus(f"synthetic:copy?lag={lag}&length=13500")
@@ -213,7 +235,8 @@ def test_oracle_vocabulary_lacking_a_symbol_gives_it_to_unk() -> None:
         ("copy", {"lag": "0"}, ["synthetic:copy", "lag='0'"]),
         ("copy", {"lag": "10001"}, ["synthetic:copy", "lag='10001'"]),
         ("copy", {"lag": "500", "length": "1000"}, ["lag=500", "length=1000", MIN_EPISODES]),
-        ("copy", {"episodes": "3"}, ["'episodes'", "known: lag, length, seed"]),
+        ("copy", {"episodes": "3"}, ["'episodes'", "known: lag, length, seed, symbols"]),
+        ("copy", {"symbols": "0"}, ["synthetic:copy", "symbols='0'"]),
         ("reber", {"depth": "2"}, ["'depth'", "known: length, seed"]),
         ("reber", {"length": "0"}, ["length='0'"]),
     ],

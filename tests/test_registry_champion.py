@@ -1,13 +1,15 @@
 """The model registry after a comparison (pipeline_core.champion): the best finished
-model by validation bpc is registered; ``champion`` moves only when it is earned on the
-same data and task. Real comparisons on a real SQLite MLflow store, plus the pure rule."""
+model by the task's rank metric on the validation split (bpc for next-token, log_loss for
+classify, mse for regress) is registered; ``champion`` moves only when it is earned on the
+same data, task and metric. Real comparisons on a real SQLite MLflow store, plus the pure
+rule."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import mlflow
@@ -118,6 +120,7 @@ def test_first_comparison_registers_version_1_as_champion(story: Story) -> None:
     assert version.tags == {
         "seqlab.data_sha256": parent.data.tags["seqlab.data_sha256"],
         "seqlab.task": "next-token",
+        "seqlab.rank_metric": "bpc",
         "seqlab.val_bpc": repr(best.val_scores.bpc),
         "seqlab.plugin": best.plugin,
         "seqlab.parent_run_id": result.parent_run_id,
@@ -125,8 +128,10 @@ def test_first_comparison_registers_version_1_as_champion(story: Story) -> None:
     }
     assert parent.data.tags["seqlab.registry.decision"] == "first"
     assert parent.data.tags["seqlab.registry.version"] == "1"
+    assert parent.data.tags["seqlab.registry.rank_metric"] == "bpc"
     assert parent.data.metrics["candidate_val_bpc"] == pytest.approx(best.val_scores.bpc)
     assert "champion_val_bpc_before" not in parent.data.metrics
+    assert (reg.rank_metric, reg.candidate_val) == ("bpc", reg.candidate_val_bpc)
     assert reg.message.startswith(f"registry: {NAME} version 1 ({best.label}) is the new champion")
 
 
@@ -236,22 +241,182 @@ def test_a_failed_registration_is_one_line_and_leaves_no_version(
     assert client.search_registered_models(filter_string="name='x'") == []
 
 
+def test_a_champion_tagged_before_the_rank_metric_is_still_compared(story: Story) -> None:
+    """A next-token champion registered before ``seqlab.rank_metric`` existed (only
+    ``seqlab.val_bpc``) is read on a real store and beaten numerically."""
+    from pipeline_core.tracking import RunRef, get_tracker
+
+    client, tracker = MlflowClient(story.uri), get_tracker(story.uri)
+    first = _parent(story, "first")
+    sha = first.data.tags["seqlab.data_sha256"]
+    config = _config(story.uri, [ngram(2)])
+    config = config.model_copy(
+        update={"registry": config.registry.model_copy(update={"name": "legacy"})}
+    )
+
+    def parent() -> RunRef:
+        run = client.create_run(first.info.experiment_id)
+        return RunRef(run.info.run_id, first.info.experiment_id)
+
+    reg = register_best(config, tracker, parent(), story.results["worse"].results, sha)
+    assert (reg.decision, reg.version) == ("first", "1")
+    client.delete_model_version_tag("legacy", "1", "seqlab.rank_metric")
+    assert "seqlab.rank_metric" not in client.get_model_version("legacy", "1").tags
+    reg = register_best(config, tracker, parent(), story.results["better"].results, sha)
+    assert (reg.decision, reg.version, reg.champion_version) == ("better", "2", "2")
+    assert reg.champion_val_bpc_before == pytest.approx(
+        story.results["worse"].registry.candidate_val_bpc
+    )
+    assert str(client.get_model_version_by_alias("legacy", ALIAS).version) == "2"
+
+
+# ---- tasks ranked by another metric --------------------------------------------------
+PARITY = "synthetic:parity?length=4&examples=160&seed=1"
+ADDING = "synthetic:adding?length=6&examples=400"
+SMALL = {"embedding_dim": 8, "hidden_size": 24}
+#: one epoch at a small rate learns little; twelve at a large one learn the task
+WEAK = {"epochs": 1, "lr": 0.001}
+STRONG = {"epochs": 12, "lr": 0.03}
+
+
+def _task_config(
+    uri: str, task: str, source: str, models: list[dict[str, Any]], train: dict[str, Any]
+) -> RunConfig:
+    return validate_model(
+        RunConfig,
+        {
+            "task": task,
+            "data": {"source": source, "clean": "none"},
+            "models": models,
+            "train": {"batch_size": 16, "progress": False, "num_threads": 1, **train},
+            "tracking": {"tracking_uri": uri, "samples": 0, "gradient_flow": False},
+        },
+    )
+
+
+@dataclass
+class Ranked:
+    """Three comparisons of one task on one store: weak, strong, weak again."""
+
+    uri: str
+    metric: str
+    results: dict[str, Any]
+    champion: dict[str, str]
+    printed: str  # print_leaderboard of the strong comparison
+
+
+def _ranked(root: Any, task: str, source: str, metric: str) -> Ranked:
+    from flows.compare import compare_flow
+    from seqlab.cli import print_leaderboard
+
+    uri = f"sqlite:///{root / 'mlruns.db'}"
+    lstm = {"plugin": "lstm", "params": SMALL}
+    gru = {"plugin": "gru", "params": SMALL}
+    steps = {
+        "first": _task_config(uri, task, source, [lstm, gru], WEAK),
+        "better": _task_config(uri, task, source, [lstm], STRONG),
+        "worse": _task_config(uri, task, source, [lstm, gru], WEAK),
+    }
+    ranked = Ranked(uri, metric, {}, {}, "")
+    client = MlflowClient(uri)
+    for step, config in steps.items():
+        result = compare_flow(config)
+        ranked.results[step] = result
+        version = client.get_model_version_by_alias(result.registry.name, ALIAS).version
+        ranked.champion[step] = str(version)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        print_leaderboard(ranked.results["better"])
+    ranked.printed = " ".join(out.getvalue().split())
+    return ranked
+
+
+@pytest.fixture(scope="module", params=["classify", "regress"])
+def ranked(
+    request: pytest.FixtureRequest, prefect_server: str, tmp_path_factory: pytest.TempPathFactory
+) -> Ranked:
+    if request.param == "classify":
+        return _ranked(tmp_path_factory.mktemp("classify"), "classify", PARITY, "log_loss")
+    return _ranked(tmp_path_factory.mktemp("regress"), "regress", ADDING, "mse")
+
+
+def _val(result: Any, metric: str) -> float:
+    return float(getattr(result.val_scores, metric))
+
+
+def test_a_task_registers_its_best_by_its_own_val_metric(ranked: Ranked) -> None:
+    metric, result = ranked.metric, ranked.results["first"]
+    reg = result.registry
+    assert reg.name == f"seqlab-synthetic-{'parity' if metric == 'log_loss' else 'adding'}"
+    assert (reg.decision, reg.version, reg.champion_version) == ("first", "1", "1")
+    assert reg.rank_metric == metric
+    # the first comparison offers two models: the lower val figure of the metric wins
+    assert len(result.results) == 2
+    assert all(math.isnan(r.val_scores.bpc) for r in result.results)  # no bpc to rank by
+    best = min(result.results, key=lambda r: _val(r, metric))
+    assert reg.model == best.label and reg.candidate_val == pytest.approx(_val(best, metric))
+    assert reg.candidate_val_bpc is None
+    client = MlflowClient(ranked.uri)
+    version = client.get_model_version(reg.name, "1")
+    assert version.run_id == best.run_id
+    assert version.tags["seqlab.rank_metric"] == metric
+    assert version.tags[f"seqlab.val_{metric}"] == repr(_val(best, metric))
+    assert version.tags["seqlab.task"] == ("classify" if metric == "log_loss" else "regress")
+    assert "seqlab.val_bpc" not in version.tags
+    parent = client.get_run(result.parent_run_id).data
+    assert parent.tags["seqlab.registry.rank_metric"] == metric
+    assert parent.metrics[f"candidate_val_{metric}"] == pytest.approx(_val(best, metric))
+    assert f"champion_val_{metric}_before" not in parent.metrics
+    assert "candidate_val_bpc" not in parent.metrics
+    assert f"(no champion before; val {metric} " in reg.message
+
+
+def test_a_better_run_on_the_tasks_metric_moves_the_alias(ranked: Ranked) -> None:
+    metric, first = ranked.metric, ranked.results["first"].registry
+    reg = ranked.results["better"].registry
+    assert (reg.decision, reg.version, reg.champion_version) == ("better", "2", "2")
+    assert ranked.champion["better"] == "2"
+    assert reg.champion_val_before == pytest.approx(first.candidate_val)
+    assert reg.candidate_val < reg.champion_val_before
+    line = f"(val {metric} {reg.candidate_val:.4f} < {reg.champion_val_before:.4f} of version 1)"
+    assert line in reg.message
+    assert reg.message in ranked.printed  # the line under the leaderboard names the metric
+    parent = MlflowClient(ranked.uri).get_run(ranked.results["better"].parent_run_id).data
+    assert parent.metrics[f"champion_val_{metric}_before"] == pytest.approx(first.candidate_val)
+    assert parent.metrics[f"candidate_val_{metric}"] == pytest.approx(reg.candidate_val)
+
+
+def test_a_worse_run_on_the_tasks_metric_keeps_the_alias(ranked: Ranked) -> None:
+    metric = ranked.metric
+    reg = ranked.results["worse"].registry
+    assert (reg.decision, reg.version, reg.champion_version) == ("kept", "3", "2")
+    assert ranked.champion["worse"] == "2"
+    # the same weak settings as the first comparison: the same figure, above the champion's
+    assert reg.candidate_val == pytest.approx(ranked.results["first"].registry.candidate_val)
+    assert reg.champion_val_before == pytest.approx(ranked.results["better"].registry.candidate_val)
+    assert f"kept version 2 as champion (its val {metric} " in reg.message
+
+
 # ---- the pure rule ---------------------------------------------------------------------
-CANDIDATE = Candidate("lstm", "lstm", "run", 2.0, "aaaa" * 16, "next-token", "parent")
+SHA = "aaaa" * 16
+CANDIDATE = Candidate("lstm", "lstm", "run", 2.0, SHA, "next-token", "parent")
+CLASSIFIER = Candidate("gru", "gru", "run", 0.25, SHA, "classify", "parent", "log_loss")
 
 
 @pytest.mark.parametrize(
     ("champion", "expected", "fragment"),
     [
         (None, "first", "is the new champion (no champion before; val bpc 2.0000)"),
-        (Champion("2", 2.5, "aaaa" * 16, "next-token"), "better", "(val bpc 2.0000 < 2.5000"),
-        (Champion("2", 2.0, "aaaa" * 16, "next-token"), "kept", "kept version 2 as champion"),
-        (Champion("2", 1.5, "aaaa" * 16, "next-token"), "kept", "(its val bpc 1.5000 <= 2.0000)"),
-        (Champion("2", 9.0, "bbbb" * 16, "next-token"), "other-data", "sha256 bbbbbbbbbbbb…"),
-        (Champion("2", 9.0, "aaaa" * 16, "fill-blank"), "other-task", "another task (fill-blank"),
-        (Champion("2", 9.0, None, "next-token"), "unrecorded", "records no data sha256"),
-        (Champion("2", 9.0, "aaaa" * 16, None), "unrecorded", "records no data sha256"),
-        (Champion("2", None, "aaaa" * 16, "next-token"), "unrecorded", "records no data"),
+        (Champion("2", 2.5, SHA, "next-token", "bpc"), "better", "(val bpc 2.0000 < 2.5000"),
+        (Champion("2", 2.0, SHA, "next-token", "bpc"), "kept", "kept version 2 as champion"),
+        (Champion("2", 1.5, SHA, "next-token", "bpc"), "kept", "(its val bpc 1.5000 <= 2.0000)"),
+        (Champion("2", 9.0, "bbbb" * 16, "next-token", "bpc"), "other-data", "sha256 bbbbbbbb"),
+        (Champion("2", 9.0, SHA, "fill-blank", "bpc"), "other-task", "another task (fill-blank"),
+        (Champion("2", 1.0, SHA, "next-token", "cer"), "other-task", "(val cer, not val bpc)"),
+        (Champion("2", 9.0, None, "next-token", "bpc"), "unrecorded", "records no data sha256"),
+        (Champion("2", 9.0, SHA, None, "bpc"), "unrecorded", "records no data sha256"),
+        (Champion("2", None, SHA, "next-token", "bpc"), "unrecorded", "task or val bpc (not"),
+        (Champion("2", None, SHA, "next-token"), "unrecorded", "records no data"),
     ],
 )
 def test_decide_every_branch(champion: Champion | None, expected: str, fragment: str) -> None:
@@ -266,9 +431,56 @@ def test_decide_every_branch(champion: Champion | None, expected: str, fragment:
 
 def test_champion_from_tags_reads_what_register_best_writes() -> None:
     back = Champion.from_tags("7", CANDIDATE.tags())
-    assert back == Champion("7", 2.0, CANDIDATE.data_sha256, "next-token")
-    assert Champion.from_tags("7", {"seqlab.val_bpc": "nan"}).val_bpc is None
+    assert back == Champion("7", 2.0, CANDIDATE.data_sha256, "next-token", "bpc")
+    assert Champion.from_tags("7", {"seqlab.val_bpc": "nan"}).val_score is None
     assert Champion.from_tags("7", None) == Champion("7")
+    tags = CLASSIFIER.tags()
+    assert tags["seqlab.rank_metric"] == "log_loss" and tags["seqlab.val_log_loss"] == "0.25"
+    assert "seqlab.val_bpc" not in tags
+    assert Champion.from_tags("7", tags) == Champion("7", 0.25, SHA, "classify", "log_loss")
+
+
+def test_a_champion_tagged_before_the_rank_metric_reads_as_bpc() -> None:
+    """Versions registered before ``seqlab.rank_metric`` carry only ``seqlab.val_bpc``."""
+    old = {"seqlab.data_sha256": SHA, "seqlab.task": "next-token", "seqlab.val_bpc": "2.5"}
+    champion = Champion.from_tags("4", old)
+    assert champion == Champion("4", 2.5, SHA, "next-token", "bpc")
+    assert decide(CANDIDATE, champion) == "better"
+    assert decide(replace(CANDIDATE, val_score=3.0), champion) == "kept"
+    # a tag of another metric is not read as the candidate's
+    assert Champion.from_tags("4", {**old, "seqlab.rank_metric": "cer"}).val_score is None
+
+
+@pytest.mark.parametrize(
+    ("champion", "expected", "fragment"),
+    [
+        (None, "first", "(no champion before; val log_loss 0.2500)"),
+        (Champion("2", 0.5, SHA, "classify", "log_loss"), "better", "(val log_loss 0.2500 < 0.5"),
+        (Champion("2", 0.1, SHA, "classify", "log_loss"), "kept", "(its val log_loss 0.1000 <="),
+        (Champion("2", 0.1, SHA, "classify", "bpc"), "other-task", "(val bpc, not val log_loss)"),
+        (Champion("2", 9.0, SHA, "regress", "mse"), "other-task", "(regress, not classify)"),
+        (Champion("2", None, SHA, "classify", "log_loss"), "unrecorded", "or val log_loss"),
+    ],
+)
+def test_the_rule_compares_the_tasks_own_metric(
+    champion: Champion | None, expected: str, fragment: str
+) -> None:
+    decision = decide(CLASSIFIER, champion)
+    assert decision == expected
+    message = describe("reg", decision, "3", CLASSIFIER, champion)
+    assert fragment in message and "bpc" not in message.replace("val bpc, not", "")
+
+
+def test_pick_candidate_ranks_by_the_metric_it_is_given() -> None:
+    def row(label: str, log_loss: float, mse: float) -> ModelResult:
+        nan = math.nan
+        scores = Scores(nan, nan, nan, nan, nan, 1, 1, log_loss=log_loss, mse=mse)
+        return ModelResult(label, "lstm", "r", scores, scores)
+
+    rows = [row("a", 0.5, 0.1), row("b", 0.2, 0.3), row("c", math.nan, 0.2)]
+    assert pick_candidate(rows) is None  # no finite val bpc anywhere
+    assert getattr(pick_candidate(rows, "log_loss"), "label", None) == "b"
+    assert getattr(pick_candidate(rows, "mse"), "label", None) == "a"
 
 
 def test_pick_candidate_skips_baselines_failures_and_missing_figures() -> None:

@@ -4,11 +4,13 @@ metrics of a run that was never interrupted; and the one-line refusals of ``--re
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -114,6 +116,79 @@ def test_kill_during_second_epoch_then_resume_equals_uninterrupted(
             assert got == pytest.approx(want, abs=1e-9), (name, metric, got, want)
     history = MlflowClient(killed_uri).get_metric_history(after["lstm"].info.run_id, "val_nll")
     assert sorted(m.step for m in history) == [0, 1, 2, 3]  # 0: the final figure
+
+
+#: a classify and a regress comparison that each train in seconds
+TASK_RUNS = {
+    "classify": ("synthetic:parity?length=4&examples=160&seed=1", "log_loss"),
+    "regress": ("synthetic:adding?length=6&examples=400", "mse"),
+}
+#: the figures each task logs besides bpc's family
+FIGURES = {"classify": ("accuracy", "macro_f1", "log_loss"), "regress": ("mse", "mae")}
+
+
+def _same(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or a == b
+
+
+@pytest.mark.parametrize("task", sorted(TASK_RUNS))
+def test_a_resumed_task_comparison_keeps_the_finished_models_figures(
+    task: str, prefect_server: str, tmp_path: Path
+) -> None:
+    """The lstm finished, the gru was killed: the resume keeps the lstm with every
+    figure its task logs (read back from MLflow, not retrained) and finishes the gru."""
+    from flows.compare import compare_flow
+    from pipeline_core.config import RunConfig, validate_model
+    from pipeline_core.resume import plan_resume
+    from pipeline_core.tracking import get_tracker
+
+    (source, rank_metric), figures = TASK_RUNS[task], FIGURES[task]
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    small = {"embedding_dim": 8, "hidden_size": 16}
+    config = validate_model(
+        RunConfig,
+        {
+            "task": task,
+            "data": {"source": source, "clean": "none"},
+            "models": [{"plugin": "lstm", "params": small}, {"plugin": "gru", "params": small}],
+            "train": {"epochs": 2, "batch_size": 16, "lr": 0.01, "progress": False},
+            "tracking": {"tracking_uri": uri, "samples": 0, "gradient_flow": False},
+            "registry": {"enabled": False},
+        },
+    )
+    whole = compare_flow(config)
+    first = {r.label: r for r in whole.results}
+    client = MlflowClient(uri)
+    kept = client.get_run(first["lstm"].run_id).info
+    client.set_terminated(first["gru"].run_id, "KILLED")  # as a kill during its epoch
+    client.set_terminated(whole.parent_run_id, "KILLED")
+    # a later, worse epoch (patience restores the best weights): the per-epoch val_nll is
+    # then the run's latest value, but the model's final val nll is the one at step 0
+    client.log_metric(first["lstm"].run_id, "val_nll", 99.0, step=3)
+    assert client.get_run(first["lstm"].run_id).data.metrics["val_nll"] == 99.0
+
+    plan = plan_resume(get_tracker(uri), whole.parent_run_id, config)
+    assert sorted(plan.finished) == ["lstm"] and sorted(plan.unfinished) == ["gru"]
+    back = plan.finished["lstm"]
+    assert back.run_id == first["lstm"].run_id and back.plugin == "lstm"
+    for split, want in (("test", first["lstm"].scores), ("val", first["lstm"].val_scores)):
+        got = back.scores if split == "test" else back.val_scores
+        assert got is not None and want is not None
+        for name in asdict(want):
+            assert _same(getattr(got, name), getattr(want, name)), (split, name)
+        for name in figures:
+            assert math.isfinite(getattr(got, name)), (split, name)
+
+    resumed = compare_flow(config, whole.parent_run_id)
+    assert resumed.resumed == ["lstm"]
+    assert client.get_run(first["lstm"].run_id).info.end_time == kept.end_time  # not retrained
+    assert client.get_run(first["gru"].run_id).info.status == "FINISHED"
+    table = resumed.leaderboard.set_index("model")
+    before = whole.leaderboard.set_index("model")
+    assert table.loc["lstm", "status"] == "finished"
+    for column in [f"test_{name}" for name in figures] + [f"val_{rank_metric}"]:
+        got, want = float(table.loc["lstm", column]), float(before.loc["lstm", column])
+        assert math.isfinite(got) and got == want, (column, got, want)
 
 
 @pytest.fixture(scope="module")

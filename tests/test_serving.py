@@ -27,6 +27,7 @@ import torch
 
 from pipeline_core.generation import CARRIED, generate_text, score_text
 from pipeline_core.model_uri import LoadedModel, resolve_model
+from tests.comparisons import compare_in_process
 
 SOURCE = "synthetic:markov?length=3000"
 CONTEXT_LEN = 8
@@ -36,12 +37,7 @@ PROMPT = "the cat "
 TEXT = "the cat sat on the mat"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @dataclass(frozen=True)
@@ -56,10 +52,9 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     """One comparison of every cheap plugin, trained tiny through the project's stages
     (as ``seqlab run`` does, without Prefect); the n-gram and the LSTM are registered,
     each as ``seqlab-<plugin>@champion``."""
-    from pipeline_core import experiment
     from pipeline_core.config import load_run_config
     from pipeline_core.registry import load_plugin
-    from pipeline_core.tracking import get_tracker, register_model_version
+    from pipeline_core.tracking import register_model_version
 
     folder = tmp_path_factory.mktemp("serving-store")
     uri = f"sqlite:///{folder / 'mlruns.db'}"
@@ -82,21 +77,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
             "tracking.gradient_flow": False,
         },
     )
-    task = experiment.make_task(config)
-    resolved = experiment.resolve_models(config.models, task, config.train)
-    corpus = experiment.encode(
-        experiment.clean(experiment.ingest(config.data), config.data), config.data
-    )
-    tracker = get_tracker(uri)
-    parent = experiment.start_comparison(config, tracker, corpus, {})
-    results = []
-    for item in resolved:
-        trained = experiment.train_model(
-            item, corpus, task, tracker, parent, {}, tracking=config.tracking
-        )
-        results.append(experiment.evaluate_model(trained, corpus, task, tracker, config.tracking))
-    experiment.finish_comparison(tracker, parent, results)
-    run_ids = {r.label: r.run_id for r in results}
+    run_ids = compare_in_process(config).run_ids
     for name in SERVED:
         register_model_version(f"seqlab-{name}", run_ids[name], alias="champion", tracking_uri=uri)
     return Store(uri, run_ids, folder)
@@ -268,19 +249,25 @@ BAD: dict[str, tuple[list[dict[str, Any]], str]] = {
 }
 
 
-@pytest.mark.parametrize("case", list(BAD), ids=list(BAD))
-def test_a_malformed_request_is_a_400_with_one_line(tracking_env: Store, case: str) -> None:
-    """Through the scoring server's own request handler, in this process."""
+def refusal(model: Any, rows: list[dict[str, Any]]) -> str:
+    """The message of the 400 that the scoring server's own request handler answers
+    ``rows`` with, in this process."""
     from mlflow.exceptions import MlflowException
     from mlflow.pyfunc.scoring_server import invocations
 
-    model = pyfunc(f"runs:/{tracking_env.run_ids['ngram']}/model")
-    rows, fragment = BAD[case]
     body = json.dumps({"dataframe_records": rows})
     with pytest.raises(MlflowException) as info:
         invocations(body, "application/json", model, model.metadata.get_input_schema())
     assert info.value.get_http_status_code() == 400
-    message = json.loads(info.value.serialize_as_json())["message"]
+    return str(json.loads(info.value.serialize_as_json())["message"])
+
+
+@pytest.mark.parametrize("case", list(BAD), ids=list(BAD))
+def test_a_malformed_request_is_a_400_with_one_line(tracking_env: Store, case: str) -> None:
+    """Through the scoring server's own request handler, in this process."""
+    model = pyfunc(f"runs:/{tracking_env.run_ids['ngram']}/model")
+    rows, fragment = BAD[case]
+    message = refusal(model, rows)
     assert fragment in message and "\n" not in message, message
 
 

@@ -25,6 +25,7 @@ from pipeline_core.errors import ConfigError, DataError, PluginError
 if TYPE_CHECKING:
     from pipeline_core.config import TrainConfig
     from pipeline_core.contract import SequenceModel, State, TorchSequenceModel
+    from pipeline_core.diagnostics import GradientFlow
     from pipeline_core.metrics import Scores
     from pipeline_core.vectorize import EncodedCorpus
 
@@ -88,6 +89,20 @@ def epoch_picks(n_examples: int, train_cfg: TrainConfig, epoch: int) -> Iterator
     size = train_cfg.batch_size
     for i in range(example_batches(n_examples, train_cfg)):
         yield order[i * size : (i + 1) * size]
+
+
+def full_length_sample(lengths: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Up to ``n`` indices, drawn by ``seed`` and sorted, of examples of one length (the
+    most common; ties: the shortest), so rows need no padding and step t is the same
+    distance from every row's end (the gradient diagnostics of whole-example tasks)."""
+    lengths = np.asarray(lengths)
+    if not len(lengths):
+        return np.empty(0, np.int64)
+    values, counts = np.unique(lengths, return_counts=True)
+    common = values[np.argmax(counts)]
+    rows = np.flatnonzero(lengths == common)
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(rows, size=min(n, len(rows)), replace=False))
 
 
 def check_examples_fill(
@@ -171,6 +186,23 @@ class Task(ABC):
     def baselines(self, corpus: EncodedCorpus) -> list[Baseline]:
         """Reference rows this task scores without a plugin (none by default)."""
         return []
+
+    def gradient_flow(
+        self, model: SequenceModel, corpus: EncodedCorpus, n: int, seed: int
+    ) -> GradientFlow | None:
+        """‖∂L/∂h_t‖ per step on ``n`` val inputs drawn by ``seed``, with the task's own
+        loss at the last step (default: the next-token loss after windows of
+        ``data.context_len`` tokens); None where the model exposes no states."""
+        from pipeline_core.diagnostics import gradient_flow, sample_windows
+
+        windows = sample_windows(corpus.val, corpus.config.context_len, n, seed)
+        return gradient_flow(model, windows) if len(windows) else None
+
+    def checkpoint_extra(self) -> dict[str, Any]:
+        """Plain data a model's checkpoint records as ``extra.task`` (after
+        :meth:`prepare`): the task's name and options; classify and regress add what
+        serving and scoring the checkpoint need (labels, scaling)."""
+        return {"name": self.name, "options": self.options.model_dump(mode="json")}
 
     def accepts(self, kinds: frozenset[str]) -> bool:
         """Whether a plugin declaring ``kinds`` can run this task (default: it declares

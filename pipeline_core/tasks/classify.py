@@ -25,7 +25,7 @@ so its log-loss is finite) as its probabilities.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +43,7 @@ from pipeline_core.tasks import (
     check_examples_fill,
     epoch_picks,
     example_batches,
+    full_length_sample,
     register_task,
 )
 from pipeline_core.vectorize import SPLIT_NAMES
@@ -50,8 +51,9 @@ from pipeline_core.vectorize import SPLIT_NAMES
 if TYPE_CHECKING:
     from pipeline_core.config import TrainConfig
     from pipeline_core.contract import SequenceModel, State, TorchSequenceModel
+    from pipeline_core.diagnostics import GradientFlow
     from pipeline_core.metrics import Scores
-    from pipeline_core.vectorize import EncodedCorpus
+    from pipeline_core.vectorize import EncodedCorpus, Vocabulary
 
 
 class ClassifyOptions(TaskOptions):
@@ -69,6 +71,21 @@ class LabelledSplits:
     ids: dict[str, list[np.ndarray]]
     labels: dict[str, np.ndarray]
     names: tuple[str, ...]
+    #: the characters of the train examples (any other reads as ``<unk>``), sorted
+    chars: tuple[str, ...] = ()
+    #: the first train example's text (a served model's input example)
+    example: str = ""
+
+
+def text_ids(text: str, chars: Mapping[str, int]) -> np.ndarray:
+    """``text``'s ids: ``chars`` maps each train character to its vocabulary id; any
+    other character is ``<unk>`` (id 0)."""
+    return np.array([chars.get(c, 0) for c in text], np.int64)
+
+
+def char_ids(chars: Iterable[str], vocab: Vocabulary) -> dict[str, int]:
+    """The vocabulary id of each train character."""
+    return {ch: vocab.id_of(ch) for ch in chars}
 
 
 def encode_examples(
@@ -79,14 +96,14 @@ def encode_examples(
     names = tuple(sorted({ex.label for ex in examples}))
     label_id = {name: i for i, name in enumerate(names)}
     seen = {ch for i in parts["train"] for ch in examples[int(i)].text}
-    vocab = corpus.vocab
-    char_id = {ch: vocab.id_of(ch) for ch in seen}
+    char_id = char_ids(seen, corpus.vocab)
     ids, labels = {}, {}
     for split in SPLIT_NAMES:
         rows = [examples[int(i)] for i in parts[split]]
-        ids[split] = [np.array([char_id.get(c, 0) for c in ex.text], np.int64) for ex in rows]
+        ids[split] = [text_ids(ex.text, char_id) for ex in rows]
         labels[split] = np.array([label_id[ex.label] for ex in rows], np.int64)
-    return LabelledSplits(ids, labels, names)
+    first = examples[int(parts["train"][0])].text if len(parts["train"]) else ""
+    return LabelledSplits(ids, labels, names, tuple(sorted(seen)), first)
 
 
 def padded(rows: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -258,6 +275,30 @@ class ClassifyTask(Task):
         proba = predict_proba(model, rows)
         return label_scores(self.data.labels[split], proba, sum(len(r) for r in rows))
 
+    def gradient_flow(
+        self, model: SequenceModel, corpus: EncodedCorpus, n: int, seed: int
+    ) -> GradientFlow | None:
+        """The label's cross-entropy through the head, per step of ``n`` val examples of
+        one length: how much of the classification error reaches each character."""
+        from pipeline_core.contract import TorchSequenceModel
+        from pipeline_core.diagnostics import summary_gradient_flow
+
+        self.prepare(corpus)
+        head = model.task_head if isinstance(model, TorchSequenceModel) else None
+        rows = self.data.ids["val"]
+        pick = full_length_sample(np.array([len(r) for r in rows]), n, seed)
+        if head is None or not len(pick):
+            return None
+        x = torch.from_numpy(np.stack([rows[int(i)] for i in pick]).astype(np.int64))
+        y = torch.from_numpy(self.data.labels["val"][pick].astype(np.int64))
+        return summary_gradient_flow(
+            model,
+            x,
+            lambda last: torch.nn.functional.cross_entropy(
+                head(last).float(), y.to(last.device), reduction="sum"
+            ),
+        )
+
     def baselines(self, corpus: EncodedCorpus) -> list[Baseline]:
         self.prepare(corpus)
         data = self.data
@@ -269,5 +310,24 @@ class ClassifyTask(Task):
 
         return [Baseline("majority", scores("val"), scores("test"), "majority")]
 
+    def checkpoint_extra(self) -> dict[str, Any]:
+        """Name and options, the label names (class id = index), the train characters
+        and an example text: what serving the checkpoint needs."""
+        data = self.data
+        return {
+            **super().checkpoint_extra(),
+            "labels": list(data.names),
+            "chars": list(data.chars),
+            "example": data.example,
+        }
 
-__all__ = ["ClassifyOptions", "ClassifyTask", "label_scores", "padded", "predict_proba"]
+
+__all__ = [
+    "ClassifyOptions",
+    "ClassifyTask",
+    "char_ids",
+    "label_scores",
+    "padded",
+    "predict_proba",
+    "text_ids",
+]

@@ -28,7 +28,7 @@ that constant, and on other example files the last step's first feature.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +46,7 @@ from pipeline_core.tasks import (
     check_examples_fill,
     epoch_picks,
     example_batches,
+    full_length_sample,
     register_task,
 )
 from pipeline_core.vectorize import SPLIT_NAMES, split_bounds
@@ -53,6 +54,7 @@ from pipeline_core.vectorize import SPLIT_NAMES, split_bounds
 if TYPE_CHECKING:
     from pipeline_core.config import DataConfig, TrainConfig
     from pipeline_core.contract import SequenceModel, State, TorchSequenceModel
+    from pipeline_core.diagnostics import GradientFlow
     from pipeline_core.metrics import Scores
     from pipeline_core.vectorize import EncodedCorpus
 
@@ -84,6 +86,15 @@ class NumericSplits:
     mean: float
     std: float
     baseline: str  # how the persistence row predicts (its scoring label)
+    #: a CSV series: each column's train mean and std (inputs are standardised by them),
+    #: the rows per input window, the column names and the target column
+    input_mean: tuple[float, ...] = ()
+    input_std: tuple[float, ...] = ()
+    window: int | None = None
+    columns: tuple[str, ...] = ()
+    target: str | None = None
+    #: the first train example's steps (T, F) in original units (an input example)
+    example: tuple[tuple[float, ...], ...] = ()
 
     @property
     def n_features(self) -> int:
@@ -123,7 +134,7 @@ def series_splits(
     mean = raw[:b0].mean(axis=0)
     std = raw[:b0].std(axis=0)
     std = np.where(std > 0, std, 1.0)
-    z = ((raw - mean) / std).astype(np.float32)
+    z = standardised(raw, mean, std)
     windows = np.lib.stride_tricks.sliding_window_view(z, width, axis=0).transpose(0, 2, 1)
     values, lengths, targets, persistence = {}, {}, {}, {}
     for split, (lo, hi) in ranges.items():
@@ -133,8 +144,28 @@ def series_splits(
         targets[split] = raw[rows, col]
         persistence[split] = raw[rows - 1, col]
     return NumericSplits(
-        values, lengths, targets, persistence, float(mean[col]), float(std[col]), "last value"
+        values,
+        lengths,
+        targets,
+        persistence,
+        float(mean[col]),
+        float(std[col]),
+        "last value",
+        input_mean=tuple(float(v) for v in mean),
+        input_std=tuple(float(v) for v in std),
+        window=width,
+        columns=tuple(columns),
+        target=column,
+        example=tuple(tuple(float(v) for v in r) for r in raw[:width]),
     )
+
+
+def standardised(
+    raw: np.ndarray, mean: Sequence[float] | np.ndarray, std: Sequence[float] | np.ndarray
+) -> np.ndarray:
+    """Rows of a series (..., F) as the model reads them: ``(raw - mean) / std`` per
+    column, float32 (as :func:`series_splits` computes them)."""
+    return ((raw - np.asarray(mean, np.float64)) / np.asarray(std, np.float64)).astype(np.float32)
 
 
 def example_splits(source: str, data: DataConfig, seed: int) -> NumericSplits:
@@ -162,7 +193,9 @@ def example_splits(source: str, data: DataConfig, seed: int) -> NumericSplits:
         last = np.array([r[-1, 0] for r in pick], np.float64)
         persistence[split] = last if constant is None else np.full(len(pick), float(constant))
     label = "last value" if constant is None else f"constant {float(constant):g}"
-    return NumericSplits(values, lengths, targets, persistence, 0.0, 1.0, label)
+    first = rows[int(parts["train"][0])] if len(parts["train"]) else np.empty((0, 0))
+    example = tuple(tuple(float(v) for v in step) for step in first)
+    return NumericSplits(values, lengths, targets, persistence, 0.0, 1.0, label, example=example)
 
 
 def padded_values(rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -189,19 +222,34 @@ def predict(
     model: TorchSequenceModel, data: NumericSplits, split: str, batch: int = 512
 ) -> np.ndarray:
     """Predictions (N,) for ``split`` in original units, in eval mode."""
+    return predict_values(
+        model, data.values[split], data.lengths[split], data.mean, data.std, batch
+    )
+
+
+def predict_values(
+    model: TorchSequenceModel,
+    values: np.ndarray,
+    lengths: np.ndarray,
+    mean: float,
+    std: float,
+    batch: int = 512,
+) -> np.ndarray:
+    """Predictions (N,) in original units (``z * std + mean``) for right-padded float32
+    inputs (N, T, F) of ``lengths`` (N,), in eval mode."""
     parts = []
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            for lo in range(0, len(data.targets[split]), batch):
-                x = torch.from_numpy(data.values[split][lo : lo + batch]).to(model.device)
-                lengths = torch.from_numpy(data.lengths[split][lo : lo + batch])
-                parts.append(value_predictions(model, x, lengths).double().cpu().numpy())
+            for lo in range(0, len(values), batch):
+                x = torch.from_numpy(values[lo : lo + batch]).to(model.device)
+                n = torch.from_numpy(lengths[lo : lo + batch])
+                parts.append(value_predictions(model, x, n).double().cpu().numpy())
     finally:
         model.train(was_training)
     z = np.concatenate(parts) if parts else np.empty(0)
-    return z * data.std + data.mean
+    return z * std + mean
 
 
 def regression_scores(y_true: np.ndarray, y_pred: np.ndarray) -> Scores:
@@ -323,6 +371,30 @@ class RegressTask(Task):
             )
         return regression_scores(self.data.targets[split], predict(model, self.data, split))
 
+    def gradient_flow(
+        self, model: SequenceModel, corpus: EncodedCorpus, n: int, seed: int
+    ) -> GradientFlow | None:
+        """The squared error of the prediction (in the units the model is trained in),
+        per step of ``n`` val examples of one length: on the adding problem, how much of
+        the error reaches the marked steps far from the end."""
+        from pipeline_core.contract import TorchSequenceModel
+        from pipeline_core.diagnostics import summary_gradient_flow
+
+        self.prepare(corpus)
+        data = self.data
+        head = model.task_head if isinstance(model, TorchSequenceModel) else None
+        pick = full_length_sample(data.lengths["val"], n, seed)
+        if head is None or not len(pick):
+            return None
+        width = int(data.lengths["val"][pick[0]])
+        x = torch.from_numpy(np.ascontiguousarray(data.values["val"][pick, :width]))
+        z = torch.from_numpy((data.targets["val"][pick] - data.mean) / data.std).float()
+        return summary_gradient_flow(
+            model,
+            x,
+            lambda last: ((head(last)[:, 0].float() - z.to(last.device)) ** 2).sum(),
+        )
+
     def baselines(self, corpus: EncodedCorpus) -> list[Baseline]:
         self.prepare(corpus)
         data = self.data
@@ -332,5 +404,32 @@ class RegressTask(Task):
 
         return [Baseline("persistence", scores("val"), scores("test"), data.baseline)]
 
+    def checkpoint_extra(self) -> dict[str, Any]:
+        """Name and options, the layout (``series`` or ``examples``), the features per
+        step, the scaling of inputs and target, and an example input: what serving the
+        checkpoint needs."""
+        data = self.data
+        return {
+            **super().checkpoint_extra(),
+            "layout": "examples" if data.window is None else "series",
+            "n_features": data.n_features,
+            "target_mean": data.mean,
+            "target_std": data.std,
+            "input_mean": list(data.input_mean),
+            "input_std": list(data.input_std),
+            "window": data.window,
+            "columns": list(data.columns),
+            "target": data.target,
+            "example": [list(step) for step in data.example],
+        }
 
-__all__ = ["RegressOptions", "RegressTask", "predict", "regression_scores"]
+
+__all__ = [
+    "RegressOptions",
+    "RegressTask",
+    "padded_values",
+    "predict",
+    "predict_values",
+    "regression_scores",
+    "standardised",
+]
