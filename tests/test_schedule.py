@@ -175,7 +175,9 @@ def test_prefect_yaml_declares_a_valid_cron_deployment_on_a_process_pool() -> No
     config_path = REPO / parameters["config"]
     assert config_path.is_file(), config_path
     run_config = build_config(str(config_path), parameters.get("overrides"))
-    assert [m.plugin for m in run_config.models] == ["ngram", "lstm"]
+    declared = yaml.safe_load(config_path.read_text(encoding="utf-8"))["models"]
+    assert [m.plugin for m in run_config.models] == [m["plugin"] for m in declared]
+    assert {"ngram", "lstm"} <= {m.plugin for m in run_config.models}
 
     # what `prefect deploy` itself reads from the file validates too
     from prefect.cli.deploy._models import PrefectYamlModel

@@ -287,13 +287,16 @@ def test_score_text_of_a_classify_model_is_refused_in_one_line(store: Store) -> 
 
 
 def test_generate_and_fill_refuse_a_model_of_examples_in_one_line(store: Store) -> None:
-    for model, task in (("classify", "classify"), ("adding", "regress")):
+    def uri(model: str) -> str:
         runs = getattr(store, model).run_ids
-        uri = f"runs:/{runs[sorted(runs)[0]]}/model"
-        text = run_cli("generate", uri, "--tracking-uri", store.uri, "--prompt", "0110")
-        assert_one_line_error(text, "generate:", f"trained for the {task} task")
-        blank = run_cli("fill", uri, "--tracking-uri", store.uri, "--text", "0110", "--at", "1")
-        assert_one_line_error(blank, "fill:", f"trained for the {task} task")
+        return f"runs:/{runs[sorted(runs)[0]]}/model"
+
+    text = run_cli("generate", uri("classify"), "--tracking-uri", store.uri, "--prompt", "0110")
+    assert_one_line_error(text, "generate:", "trained for the classify task")
+    blank = run_cli(
+        "fill", uri("adding"), "--tracking-uri", store.uri, "--text", "0110", "--at", "1"
+    )
+    assert_one_line_error(blank, "fill:", "trained for the regress task")
 
 
 def test_a_checkpoint_with_a_head_but_no_task_is_refused_in_one_line(

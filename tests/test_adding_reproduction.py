@@ -5,6 +5,9 @@ marked values across up to 100 steps (test MSE < 0.01; the paper's LSTM reached 
 while the vanilla RNN stays near the 1/6 of always answering 1. The gradient flow of the
 same runs (with the task's own loss) shows why: the RNN's gradient from the answer is
 gone long before the first marker.
+
+(The longest test file: its name sorts early so that ``pytest -n auto --dist loadfile``
+starts it first and the shorter files fill the other worker meanwhile.)
 """
 
 from __future__ import annotations
