@@ -39,10 +39,10 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# every built benchmark, each writing benchmarks/results/NAME.json; then README's Results
 bench: install
-	$(BIN)/python benchmarks/ngram_vs_nltk.py
-	$(BIN)/python benchmarks/trainer_overhead.py
-	$(BIN)/python benchmarks/runners.py
+	$(BIN)/python -m benchmarks all
+	$(BIN)/python -m benchmarks.readme
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

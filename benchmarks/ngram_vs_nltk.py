@@ -13,13 +13,17 @@ compared on that same subset. The last line is machine-readable::
 
     ratio=<nltk_s/seqlab_s> seqlab_s=<s> nltk_s=<s> seqlab_bpc=<bpc> nltk_bpc=<bpc>
 
-Run: ``.venv/bin/python benchmarks/ngram_vs_nltk.py [--data FILE] [--nltk-sample N]``.
+Run: ``.venv/bin/python benchmarks/ngram_vs_nltk.py [--data FILE] [--nltk-sample N]
+[--chars N] [--json PATH]`` (``--chars N``: only the first N characters after cleaning,
+for the smoke test; ``--json PATH``: the figures as a JSON object).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -32,7 +36,8 @@ from pipeline_core.cleaning import seed_clean_bytes
 from pipeline_core.contract import FitData
 from plugins.ngram import NGramModel
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "wonderland.txt"
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO / ".." / "shared" / "data" / "wonderland.txt"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,11 +52,23 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="score NLTK on N evenly spaced test positions and extrapolate its time",
     )
+    ap.add_argument(
+        "--chars",
+        type=int,
+        default=None,
+        metavar="N",
+        help="use only the first N characters after cleaning (smoke test)",
+    )
+    ap.add_argument("--json", type=Path, default=None, metavar="PATH", help="write figures")
     args = ap.parse_args(argv)
+    if args.chars is not None and args.chars < 100:
+        ap.error("--chars must be >= 100")
     from nltk.lm import KneserNeyInterpolated
     from nltk.util import everygrams
 
     chars = list(seed_clean_bytes(args.data.resolve().read_bytes()))
+    if args.chars is not None:
+        chars = chars[: args.chars]
     cut = int(len(chars) * 0.9)
     train, test = chars[:cut], chars[cut:]
     vocab = ["<unk>", *sorted(set(train))]  # what NLTK's Vocabulary holds (+<UNK>)
@@ -118,6 +135,31 @@ def main(argv: list[str] | None = None) -> int:
     diff = abs(seqlab_bpc - nltk_bpc)
     print(f"|bpc difference| = {diff:.3e} ({'equal to 1e-9' if diff <= 1e-9 else 'DIFFERENT'})")
     print(f"seqlab is {nltk_s / seqlab_s:.0f}x faster")
+    if args.json is not None:
+        figures = {
+            "settings": {
+                "data": os.path.relpath(args.data.resolve(), REPO),
+                "chars": len(chars),
+                "order": N,
+                "discount": args.discount,
+                "train_chars": len(train),
+                "test_chars": len(test),
+                "vocab_size": len(vocab),
+                "nltk_scored": len(pick),
+                "nltk_extrapolated": sampled,
+            },
+            "seqlab_s": seqlab_s,
+            "nltk_fit_s": fit_s,
+            "nltk_score_s": score_s,
+            "nltk_s": nltk_s,
+            "ratio": nltk_s / seqlab_s,
+            "seqlab_bpc": seqlab_bpc,
+            "nltk_bpc": nltk_bpc,
+            "bpc_abs_diff": diff,
+            "textbook_bpc": tb_bpc,
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
     print(
         f"ratio={nltk_s / seqlab_s:.1f} seqlab_s={seqlab_s:.4f} nltk_s={nltk_s:.2f} "
         f"seqlab_bpc={seqlab_bpc:.10f} nltk_bpc={nltk_bpc:.10f}"

@@ -118,11 +118,13 @@ DROPPED_WORKER_ENV = ("MALLOC_TRIM_THRESHOLD_",)
 def dask_settings(level: int = logging.ERROR) -> Iterator[None]:
     """Dask as a comparison runs it, for the block:
 
-    - errors only from Dask: its scheduler and nannies run in this process and log every
-      worker's start and stop (and, on Ctrl-C, the killing of the workers still busy),
-      and the workers of a LocalCluster started in the block (told through their
-      environment: they set up logging on import) log the tasks it cancels. A task that
-      fails reaches seqlab through Prefect and is on the leaderboard;
+    - errors only from Dask in this process: its scheduler and nannies run here and log
+      every worker's start and stop (and, on Ctrl-C, the killing of the workers still
+      busy); nothing from the workers of a LocalCluster started in the block (told
+      through their environment: they set up logging on import), which log the tasks it
+      cancels and, when Ctrl-C closes the scheduler first, a failed heartbeat with a
+      traceback. A task that fails reaches seqlab through Prefect and is on the
+      leaderboard; a worker that dies is reported by the scheduler here;
     - those workers keep Dask's one OpenMP/MKL thread but not its malloc setting
       (:data:`DROPPED_WORKER_ENV`)."""
     import dask
@@ -130,7 +132,7 @@ def dask_settings(level: int = logging.ERROR) -> Iterator[None]:
     spawn_env = dict(dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {})
     for key in DROPPED_WORKER_ENV:
         spawn_env.pop(key, None)
-    spawn_env["DASK_LOGGING__DISTRIBUTED"] = logging.getLevelName(level).lower()
+    spawn_env["DASK_LOGGING__DISTRIBUTED"] = "critical"
     logger = logging.getLogger("distributed")
     before = logger.level
     logger.setLevel(max(level, logger.getEffectiveLevel()))
