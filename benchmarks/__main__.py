@@ -44,8 +44,8 @@ BENCHMARKS: dict[str, str | None] = {
     "ngram": "ngram_vs_nltk",
     "trainer": "trainer_overhead",
     "runners": "runners",
-    "scaling": None,
-    "seed": None,
+    "scaling": "scaling",
+    "seed": "seed_vs_stateful",
 }
 USAGE = (
     "usage: python -m benchmarks [--results-dir DIR] NAME [ARGS...]\n"

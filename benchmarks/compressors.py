@@ -270,9 +270,10 @@ def model_specs(args: argparse.Namespace) -> list[dict[str, Any]]:
             )
             continue
         params = {}
-        if args.hidden is not None:
+        neural = issubclass(cls, TorchSequenceModel)  # sizes mean nothing to the others
+        if neural and args.hidden is not None:
             params["hidden_size"] = args.hidden
-        if args.embedding is not None:
+        if neural and args.embedding is not None:
             params["embedding_dim"] = args.embedding
         spec: dict[str, Any] = {"plugin": name, "params": params}
         if issubclass(cls, TorchSequenceModel) and cls.stateful:

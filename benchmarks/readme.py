@@ -42,9 +42,14 @@ MACHINE_KEYS = (
 )
 
 
+#: lists longer than this (per-epoch curves) show their ends only
+LONGEST_LIST = 8
+
+
 def format_value(value: Any) -> str:
     """One figure as text: floats to 4 significant digits (integral ones whole, no
-    exponent below 1e15), lists in brackets, objects as sorted JSON."""
+    exponent below 1e15), lists in brackets (a long one by its ends and length), objects
+    as sorted JSON."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if value is None:
@@ -62,6 +67,9 @@ def format_value(value: Any) -> str:
             text = str(int(round(value, digits)))
         return text
     if isinstance(value, list | tuple):
+        if len(value) > LONGEST_LIST:  # a curve: its ends in the README, all of it in JSON
+            ends = [*map(format_value, value[:2]), "…", format_value(value[-1])]
+            return f"[{', '.join(ends)}] ({len(value)} values)"
         return "[" + ", ".join(format_value(v) for v in value) + "]"
     if isinstance(value, dict):
         return json.dumps(value, sort_keys=True)

@@ -29,13 +29,22 @@ INTERRUPT_MESSAGES = (
 )
 
 
+# Prefect's background services (events, API logs) log their shutdown drain by class
+# name: "Still processing items: N items remaining...". That is Prefect's bookkeeping on
+# the way out, not something the user can act on; after Ctrl-C it would come before the
+# CLI's one line.
+SERVICE_LOGGERS = ("EventsWorker", "APILogWorker")
+
+
 class UserErrorFilter(logging.Filter):
-    """Drop error records caused by a SeqlabError (the CLI reports it in one line), and
-    task-run failures: the compare flow turns each into a failed leaderboard row and one
-    ``error: model <name> failed: <reason>`` line; its traceback stays in the failed
-    child run (error.txt) and in Prefect's API."""
+    """Drop Prefect's service drain warnings, error records caused by a SeqlabError (the
+    CLI reports it in one line), and task-run failures: the compare flow turns each into
+    a failed leaderboard row and one ``error: model <name> failed: <reason>`` line; its
+    traceback stays in the failed child run (error.txt) and in Prefect's API."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name in SERVICE_LOGGERS and record.levelno < logging.ERROR:
+            return False
         if record.levelno < logging.ERROR:
             return True
         if record.name.startswith("prefect.task_runs"):
@@ -49,11 +58,15 @@ class UserErrorFilter(logging.Filter):
 
 
 def hide_user_error_tracebacks() -> None:
-    """Attach :class:`UserErrorFilter` to Prefect's console handlers."""
+    """Attach :class:`UserErrorFilter` to Prefect's console handlers, and keep Prefect's
+    services' loggers at ERROR (the filter alone misses handlers set up later, e.g. for a
+    temporary server's settings)."""
     from prefect.logging.configuration import setup_logging
     from prefect.logging.handlers import PrefectConsoleHandler
 
     setup_logging()
+    for name in SERVICE_LOGGERS:  # also when Prefect later replaces its console handlers
+        logging.getLogger(name).setLevel(logging.ERROR)
     for logger in (logging.getLogger(), logging.getLogger("prefect")):
         for handler in logger.handlers:
             if isinstance(handler, PrefectConsoleHandler) and not any(

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pipeline_core.errors import ConfigError
+from pipeline_core.sweep_space import SweepConfig
 
 Level = Literal["char", "word"]
 CleanPreset = Literal["none", "seed", "text"]
@@ -73,6 +74,32 @@ class TrainConfig(StrictModel):
     )
     device: Device = Field(
         default="auto", description="auto (CUDA when torch sees one), cpu or cuda."
+    )
+    dynamic_eval: bool = Field(
+        default=False,
+        description="After the static scores, score the test split again dynamically: "
+        "segment by segment, each scored first and then learned from (RMS-normalised SGD "
+        "for neural plugins, added counts for the n-gram), reported apart as "
+        "`test_bpc_dynamic` / `dyn_bpc`; static figures and the ranking are unchanged.",
+    )
+    dynamic_lr: float = Field(
+        default=0.002,
+        gt=0,
+        le=1,
+        description="Dynamic evaluation (neural plugins): step size of the RMS-normalised "
+        "SGD step on each segment's mean loss.",
+    )
+    dynamic_decay: float = Field(
+        default=0.02,
+        ge=0,
+        le=1,
+        description="Dynamic evaluation (neural plugins): after each step, move this share "
+        "of the way back to the static weights (0: none).",
+    )
+    dynamic_segment: int = Field(
+        default=50,
+        ge=1,
+        description="Dynamic evaluation: tokens scored per segment before each update.",
     )
 
 
@@ -252,6 +279,13 @@ class RunConfig(StrictModel):
     )
     registry: RegistryConfig = Field(
         default_factory=RegistryConfig, description="What the model registry receives."
+    )
+    sweep: SweepConfig | None = Field(
+        default=None,
+        description="What `seqlab sweep` searches: `metric`, `sampler` (tpe, random), "
+        "`seed`, `pruner` (median, none), `warmup_epochs`, `startup_trials` and `space`, "
+        "a mapping from a config path to `{low, high, step, log}` or `{choices}` (see "
+        "Sweeps above); ignored by `seqlab run`.",
     )
 
 

@@ -93,6 +93,11 @@ class NotFittedError(PluginError):
     """A model was asked for probabilities before it was fitted or loaded."""
 
 
+class AdaptNotSupported(PluginError):
+    """A model cannot learn during evaluation (:meth:`SequenceModel.adapt`): its dynamic
+    figures are reported as not available, never silently static ones."""
+
+
 class SequenceModel(ABC):
     """The contract. Subclass :class:`TorchSequenceModel` for a neural plugin."""
 
@@ -166,6 +171,16 @@ class SequenceModel(ABC):
         """For ``transduce`` plugins: log p(target token | source, earlier target tokens)
         for every token of each target and its end, (len(target) + 1,) per pair."""
         raise PluginError(f"{type(self).__name__} does not support the transduce task")
+
+    def adapt(self, history: np.ndarray, new: int) -> None:
+        """Dynamic evaluation, count-based plugins: learn from the last ``new`` tokens of
+        ``history`` (1-D ids), all of which were just scored. ``history`` is the whole text
+        since dynamic scoring began, so a model can count what straddles segments. It is
+        called on a copy, never on the static model. Neural plugins need not implement
+        it: seqlab adapts their weights by SGD (:mod:`pipeline_core.dynamic`) and calls
+        an override after each step, for what the gradient does not reach. Default: not
+        supported, so a count-based plugin's dynamic figures are n/a."""
+        raise AdaptNotSupported(f"{type(self).__name__} cannot adapt during evaluation")
 
     def context_reach(self) -> int | None:
         """How many previous tokens a next-token prediction can depend on, by the model's

@@ -201,6 +201,9 @@ class ModelResult:
     #: previous tokens its scored predictions could depend on (inf: a carried state;
     #: None: not at hand): the model's own reach, capped by the scoring window
     reach: float | None = None
+    #: ``train.dynamic_eval`` was on; the dynamic test scores (None: n/a or off)
+    dynamic_enabled: bool = False
+    dynamic_scores: Scores | None = None
 
     @property
     def failed(self) -> bool:
@@ -370,9 +373,13 @@ def evaluate_model(
     seed: int = 0,
 ) -> ModelResult:
     """Score on val and test (pure), record the report, and close the child run."""
+    from pipeline_core.dynamic import DynamicSettings
     from pipeline_core.report import record, score_model
 
     resolved, run = trained.resolved, trained.run
+    dynamic = None
+    if resolved.train.dynamic_eval:
+        dynamic = DynamicSettings.from_train(resolved.train)
     with tracker.run(run):
         raise_if_stopped()  # interrupted after training: the run ends KILLED, unscored
         report = score_model(
@@ -386,6 +393,7 @@ def evaluate_model(
             history=trained.history,
             tracking=tracking,
             seed=seed,
+            dynamic=dynamic,
         )
         record(tracker, run, report, trained.model, corpus)
     return ModelResult(
@@ -400,6 +408,8 @@ def evaluate_model(
         grad_flow=trained.grad_flow,
         history=list(trained.history),
         reach=scored_reach(trained.model, corpus, carries_state(resolved)),
+        dynamic_enabled=report.dynamic_enabled,
+        dynamic_scores=report.dynamic_scores,
     )
 
 
@@ -445,6 +455,8 @@ LEADERBOARD_COLUMNS = (
     "error",
 )
 BASELINE = "baseline"
+#: dynamic evaluation's test bpc (``train.dynamic_eval``), shown only when it is on
+DYNAMIC_COLUMN = "dyn_bpc"
 #: the classify task's figures (Scores fields) shown as test_* columns
 CLASSIFY = ("accuracy", "macro_f1", "log_loss")
 #: the regress task's figures
@@ -489,6 +501,9 @@ def leaderboard(results: list[ModelResult], rank_metric: str = "bpc") -> pd.Data
         for r in results
     ]
     table = pd.DataFrame(rows, columns=list(LEADERBOARD_COLUMNS))
+    if any(r.dynamic_enabled for r in results):  # its own column, never a static figure
+        dynamic = [figure(r.dynamic_scores, "bpc") for r in results]
+        table.insert(list(table.columns).index("test_bpc") + 1, DYNAMIC_COLUMN, dynamic)
     oracle = oracle_test_bpc(table)
     if oracle is not None:  # each row's excess over the best possible on these positions
         table["gap_bpc"] = table["test_bpc"] - oracle

@@ -17,6 +17,7 @@ from pipeline_core.vectorize import EncodedCorpus, detokenize
 
 if TYPE_CHECKING:
     from pipeline_core.config import TrackingConfig
+    from pipeline_core.dynamic import DynamicSettings
     from pipeline_core.tracking import RunRef, Tracker
 
 SAMPLE_TEMPERATURES = (0.0, 0.5, 1.0)
@@ -38,6 +39,10 @@ class ModelReport:
     samples: dict[str, str] = field(default_factory=dict)
     #: the task's record for the checkpoint's ``extra.task`` (:meth:`Task.checkpoint_extra`)
     task: dict[str, object] = field(default_factory=dict)
+    #: dynamic evaluation was asked for (``train.dynamic_eval``); its scores, None when
+    #: the plugin cannot adapt (n/a) or it was not asked for
+    dynamic_enabled: bool = False
+    dynamic_scores: Scores | None = None
 
 
 def generate_samples(
@@ -70,12 +75,20 @@ def score_model(
     history: list[EpochRecord],
     tracking: TrackingConfig,
     seed: int = 0,
+    dynamic: DynamicSettings | None = None,
 ) -> ModelReport:
-    """Val and test scores under the task's one metric, and samples. Records nothing."""
+    """Val and test scores under the task's one metric, and samples; with ``dynamic``
+    (next-token only), the test split scored dynamically after them, on a copy of the
+    model (:mod:`pipeline_core.dynamic`). Records nothing."""
     the_task = as_task(task)
     the_task.prepare(corpus)
     val = the_task.score(model, corpus, "val", carry_state)
     test = the_task.score(model, corpus, "test", carry_state)
+    dynamic_scores = None
+    if dynamic is not None and the_task.name == "next-token":
+        from pipeline_core.dynamic import evaluate_dynamic
+
+        dynamic_scores = evaluate_dynamic(model, corpus, dynamic, carry_state)
     samples = generate_samples(model, corpus, tracking.sample_len, seed) if tracking.samples else {}
     return ModelReport(
         label=label,
@@ -87,6 +100,8 @@ def score_model(
         history=history,
         samples=dict(list(samples.items())[: tracking.samples]),
         task=the_task.checkpoint_extra(),
+        dynamic_enabled=dynamic is not None,
+        dynamic_scores=dynamic_scores,
     )
 
 
@@ -101,6 +116,12 @@ def record(
         run, {**report.val_scores.as_metrics("val"), **report.test_scores.as_metrics("test")}
     )
     tracker.set_tags(run, {"seqlab.scoring": report.scoring})
+    if report.dynamic_scores is not None:
+        from pipeline_core.dynamic import dynamic_metrics
+
+        tracker.log_metrics(run, dynamic_metrics(report.dynamic_scores))
+    elif report.dynamic_enabled:
+        tracker.set_tags(run, {"seqlab.dynamic_eval": "n/a (the plugin cannot adapt)"})
     tracker.log_text(
         run, "\n\n".join(f"# {k}\n{v}" for k, v in report.samples.items()), "samples.txt"
     )

@@ -81,7 +81,14 @@ class Vocabulary:
     def build(
         cls, tokens: Sequence[str], level: Level, min_freq: int = 1, max_size: int | None = None
     ) -> Vocabulary:
-        counts = Counter(tokens)
+        return cls.from_counts(Counter(tokens), level, min_freq, max_size)
+
+    @classmethod
+    def from_counts(
+        cls, counts: Counter[str], level: Level, min_freq: int = 1, max_size: int | None = None
+    ) -> Vocabulary:
+        """:meth:`build` from token counts (a corpus too large for a list of its tokens)."""
+        counts = Counter(counts)
         for special in SPECIALS:
             counts.pop(special, None)
         kept = [(t, c) for t, c in counts.items() if c >= min_freq]
@@ -224,25 +231,74 @@ def split_bounds(n_tokens: int, fractions: Sequence[float]) -> tuple[int, int]:
     return b0, b1
 
 
+#: characters converted to code points at a time by :func:`encode_chars`
+_CHAR_CHUNK = 1 << 20
+_N_CODE_POINTS = 0x110000
+
+
+def _code_points(text: str, start: int, stop: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(offset, code points) of ``text[start:stop]``, a chunk at a time."""
+    for i in range(start, stop, _CHAR_CHUNK):
+        chunk = text[i : min(i + _CHAR_CHUNK, stop)].encode("utf-32-le", "surrogatepass")
+        yield i, np.frombuffer(chunk, dtype=np.uint32)
+
+
+def encode_chars(text: str, b0: int, config: DataConfig) -> tuple[Vocabulary, np.ndarray]:
+    """The character vocabulary of ``text[:b0]`` and the ids of all of ``text``: what
+    :meth:`Vocabulary.build` and :meth:`Vocabulary.encode` give on ``list(text)``,
+    without that list (8 bytes a character, plus a list of ids as long): the memory is
+    the id array and one chunk, so a 100 MB corpus fits in a few hundred MB."""
+    counts = np.zeros(_N_CODE_POINTS, dtype=np.int64)
+    for _, points in _code_points(text, 0, b0):
+        seen = np.bincount(points)
+        counts[: len(seen)] += seen
+    present = np.flatnonzero(counts)
+    vocab = Vocabulary.from_counts(
+        Counter({chr(p): int(counts[p]) for p in present}),
+        "char",
+        config.min_freq,
+        config.max_vocab,
+    )
+    dtype = smallest_uint_dtype(len(vocab))
+    lookup = np.zeros(_N_CODE_POINTS, dtype=dtype)  # 0: <unk>
+    for i, token in enumerate(vocab.tokens):
+        if token not in vocab.specials:
+            lookup[ord(token)] = i
+    ids = np.empty(len(text), dtype=dtype)
+    for start, points in _code_points(text, 0, len(text)):
+        ids[start : start + len(points)] = lookup[points]
+    return vocab, ids
+
+
 def vectorize(text: str, config: DataConfig, windows: bool = True) -> EncodedCorpus:
     """Tokenize, cut contiguous splits, build the vocabulary from the training split
     alone (so val/test symbols are not known in advance) and encode; the spelling of
     every ``<unk>`` position is kept for scoring. ``windows``: refuse splits shorter than
-    one window (False for tasks that read whole examples, whose own checks say more)."""
-    tokens, starts = tokenize(text, config.level)
-    b0, b1 = split_bounds(len(tokens), config.splits)
-    if windows:
-        check_long_enough(len(tokens), (b0, b1), config)
-    vocab = Vocabulary.build(tokens[:b0], config.level, config.min_freq, config.max_vocab)
-    ids = vocab.encode(tokens)
-    unk_spellings = {int(i): tokens[i] for i in np.flatnonzero(ids == 0)}
-    check_not_all_unk(ids, b0, config)
-    char_at = np.append(starts, len(text))
-    split_chars = {
-        "train": int(char_at[b0] - char_at[0]) if b0 else 0,
-        "val": int(char_at[b1] - char_at[b0]),
-        "test": int(len(text) - char_at[b1]),
-    }
+    one window (False for tasks that read whole examples, whose own checks say more).
+    Characters are encoded without a list of tokens (:func:`encode_chars`)."""
+    if config.level == "char":
+        b0, b1 = split_bounds(len(text), config.splits)
+        if windows:
+            check_long_enough(len(text), (b0, b1), config)
+        vocab, ids = encode_chars(text, b0, config)
+        unk_spellings = {int(i): text[i] for i in np.flatnonzero(ids == 0)}
+        check_not_all_unk(ids, b0, config)
+        split_chars = {"train": b0, "val": b1 - b0, "test": len(text) - b1}
+    else:
+        tokens, starts = tokenize(text, config.level)
+        b0, b1 = split_bounds(len(tokens), config.splits)
+        if windows:
+            check_long_enough(len(tokens), (b0, b1), config)
+        vocab = Vocabulary.build(tokens[:b0], config.level, config.min_freq, config.max_vocab)
+        ids = vocab.encode(tokens)
+        unk_spellings = {int(i): tokens[i] for i in np.flatnonzero(ids == 0)}
+        check_not_all_unk(ids, b0, config)
+        char_at = np.append(starts, len(text))
+        split_chars = {
+            "train": int(char_at[b0] - char_at[0]) if b0 else 0,
+            "val": int(char_at[b1] - char_at[b0]),
+            "test": int(len(text) - char_at[b1]),
+        }
     return EncodedCorpus(
         vocab=vocab,
         ids=ids,

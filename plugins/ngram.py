@@ -594,6 +594,36 @@ class NGramModel(SequenceModel):
         with np.errstate(divide="ignore"):
             return float(-np.log(p).mean())
 
+    # ---- dynamic evaluation ----------------------------------------------------------
+    def adapt(self, history: np.ndarray, new: int) -> None:
+        """Dynamic evaluation: add the counts of every n-gram that ends in the last ``new``
+        tokens of ``history`` and starts inside it (so its prefix and suffix, which the
+        trie needs, were counted before or now), then re-derive the smoothing."""
+        if not self._fitted:
+            raise NotFittedError(f"{type(self).__name__}: call fit() before adapt()")
+        ids = self._as_ids(history, "history")
+        new = min(int(new), len(ids))
+        if new <= 0:
+            return
+        V, first = self.vocab_size, len(ids) - new
+        grams = self._gram_tokens()
+        counts1 = self._counts[1] + np.bincount(ids[first:], minlength=V)
+        keys: dict[int, np.ndarray] = {}
+        counts: dict[int, np.ndarray] = {}
+        for k in range(2, self.config.order + 1):
+            ends = np.arange(max(first, k - 1), len(ids), dtype=np.int64)
+            fresh = np.stack([ids[ends - k + 1 + j] for j in range(k)], axis=1)
+            rows, cnt = _merge_rows(
+                np.concatenate([grams[k], fresh.reshape(-1, k)]),
+                np.concatenate([self._counts[k], np.ones(len(ends), dtype=np.int64)]),
+                V,
+            )
+            prefix = rows[:, 0]  # unigrams are indexed by token id
+            for j in range(2, k):  # the prefix's index in order j's (lexicographic) types
+                prefix = np.searchsorted(keys[j], prefix * V + rows[:, j - 1])
+            keys[k], counts[k] = prefix * V + rows[:, -1], cnt
+        self._install(counts1, keys, counts)
+
     # ---- persistence ---------------------------------------------------------------
     def get_state(self) -> dict[str, torch.Tensor]:
         """Raw counts only (everything else is derived): unigram counts, trie keys."""
@@ -695,6 +725,26 @@ class NGramModel(SequenceModel):
             raise DataError(f"vocab has {len(vocab)} tokens, the model {self.vocab_size}")
         check_writable(path)  # before the tables are built: a bad path fails at once
         return write_arpa(path, self.arpa_tables(), list(vocab))
+
+
+def _merge_rows(
+    rows: np.ndarray, weights: np.ndarray, vocab_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct rows (n-grams as token ids), sorted lexicographically, with summed
+    weights; packed into one int64 per row when the vocabulary allows (much faster)."""
+    k = rows.shape[1]
+    if len(rows) == 0:
+        return rows.astype(np.int64), np.zeros(0, dtype=np.int64)
+    if k * np.log2(max(vocab_size, 2)) < 62:
+        base = np.int64(vocab_size) ** np.arange(k - 1, -1, -1, dtype=np.int64)
+        packed = rows @ base
+        uniq, first, inverse = np.unique(packed, return_index=True, return_inverse=True)
+        out = rows[first]
+    else:
+        out, inverse = np.unique(rows, axis=0, return_inverse=True)
+        uniq = out
+    total = np.bincount(inverse.ravel(), weights=weights.astype(np.float64), minlength=len(uniq))
+    return out.astype(np.int64), np.rint(total).astype(np.int64)
 
 
 def _log10(p: np.ndarray) -> np.ndarray:

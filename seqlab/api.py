@@ -13,6 +13,7 @@ subclasses :class:`TorchSequenceModel` and implements ``forward`` only (with
 from pipeline_core.config import TrainConfig
 from pipeline_core.contract import (
     TASK_KINDS,
+    AdaptNotSupported,
     EpochCallback,
     EpochRecord,
     FitData,
@@ -31,6 +32,7 @@ from pipeline_core.training import Callback, Trainer, train
 
 __all__ = [
     "TASK_KINDS",
+    "AdaptNotSupported",
     "Callback",
     "ConfigError",
     "DataError",

@@ -19,7 +19,7 @@ import typer
 
 from pipeline_core.errors import ConfigError, SeqlabError
 from pipeline_core.interrupt import Terminated, received_signal
-from seqlab import cli_fill, cli_generate, cli_plugins, cli_runs, cli_schedule
+from seqlab import cli_fill, cli_generate, cli_plugins, cli_runs, cli_schedule, cli_sweep
 
 app = typer.Typer(
     add_completion=False,
@@ -34,6 +34,7 @@ cli_runs.register(app)
 cli_generate.register(app)
 cli_fill.register(app)
 cli_schedule.register(app)
+cli_sweep.register(app)
 
 INTERRUPTED = 130  # the exit code of Ctrl-C (128 + SIGINT); SIGTERM gives 143
 
@@ -164,6 +165,7 @@ def build_run_config(
 LEADERBOARD_VIEW: dict[str, list[tuple[str, str, str]]] = {
     "next-token": [
         ("test bpc", "test_bpc", "{:.4f}"),
+        ("dyn bpc", "dyn_bpc", "{:.4f}"),  # dynamic evaluation: only with train.dynamic_eval
         ("gap", "gap_bpc", "{:+.4f}"),  # shown only where the source has an oracle
         ("ppl", "test_ppl", "{:.3f}"),
         ("acc@1", "test_acc1", "{:.3f}"),
@@ -210,7 +212,7 @@ def print_leaderboard(result: Any) -> None:
     view = [
         v
         for v in LEADERBOARD_VIEW.get(result.task, LEADERBOARD_VIEW["next-token"])
-        if v[1] != "gap_bpc" or has_gap
+        if (v[1] != "gap_bpc" or has_gap) and (v[1] != "dyn_bpc" or "dyn_bpc" in board)
     ]
     table = Table(title=f"leaderboard — {result.experiment}")
     headings = ["model", *(h for h, _, _ in view), "train s", "scoring"]
@@ -222,6 +224,10 @@ def print_leaderboard(result: Any) -> None:
             table.add_row(row.model, "[red]failed[/red]", *blanks[1:], "", row.error[:60])
             continue
         cells = [_cell(getattr(row, col), fmt) for _, col, fmt in view]
+        cells = [
+            "n/a" if col == "dyn_bpc" and c == "-" and row.plugin != "baseline" else c
+            for (_, col, _), c in zip(view, cells, strict=True)
+        ]
         table.add_row(row.model, *cells, _cell(row.train_s, "{:.1f}"), row.scoring)
     console = Console()
     console.print(table)

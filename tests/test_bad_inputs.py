@@ -3,7 +3,8 @@ code 2 and one ``error: ...`` line naming what is wrong (a usage error may add t
 ``Usage:`` line before it), never a traceback, and never at the cost of a run already
 recorded in MLflow.
 
-Each case runs the real CLI in a subprocess. A module fixture first records a small
+Each case runs the real CLI in a process of its own (forked from one interpreter that
+imported seqlab once: tests/cli_forks.py). A module fixture first records a small
 comparison into a SQLite store and snapshots it (the database bytes, and every run's id,
 status, metrics and artifact list); every case checks the snapshot afterwards. Most
 cases fail before Prefect starts; those that need the data prepared run last.
@@ -18,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from tests.cli_forks import run_many
 from tests.conftest import CliResult, run_cli
 
 pytestmark = pytest.mark.slow
@@ -488,11 +490,33 @@ def test_the_matrix_has_at_least_60_cases() -> None:
     assert len(set(ids)) == len(ids)
 
 
+@pytest.fixture(scope="module")
+def outcomes(store: Store, paths: dict[str, str]) -> dict[str, CliResult]:
+    """Every case's command line, each in its own process forked from one warmed-up
+    interpreter (tests/cli_forks.py: the real entry point, without ~3 s of imports per
+    case), in the matrix's order."""
+    cases = [p.values[0] for p in CASES]
+    argvs = [
+        ([a.format(**paths) for a in c.args], Path(c.cwd) if c.cwd else store.root) for c in cases
+    ]
+    return dict(zip((c.id for c in cases), run_many(argvs), strict=True))
+
+
 @pytest.mark.parametrize("bad", CASES)
 def test_bad_input_is_one_line_and_keeps_the_store(
-    bad: Case, store: Store, paths: dict[str, str]
+    bad: Case, store: Store, paths: dict[str, str], outcomes: dict[str, CliResult]
 ) -> None:
-    args = [a.format(**paths) for a in bad.args]
-    result = run_cli(*args, cwd=Path(bad.cwd) if bad.cwd else store.root, timeout=180)
-    assert_bad_input(result, *(f.format(**paths) for f in bad.fragments))
+    assert_bad_input(outcomes[bad.id], *(f.format(**paths) for f in bad.fragments))
     assert_store_unchanged(store)
+
+
+def test_a_forked_case_answers_as_a_fresh_process_does(
+    store: Store, paths: dict[str, str], outcomes: dict[str, CliResult]
+) -> None:
+    """The harness changes nothing a user would see: two cases (one refused by the
+    command line, one inside the flow) give the same output run the ordinary way."""
+    for bad in (CASES[0].values[0], CASES[-1].values[0]):
+        args = [a.format(**paths) for a in bad.args]
+        fresh = run_cli(*args, cwd=Path(bad.cwd) if bad.cwd else store.root, timeout=180)
+        forked = outcomes[bad.id]
+        assert (forked.returncode, forked.stderr) == (fresh.returncode, fresh.stderr)
