@@ -42,6 +42,9 @@ MACHINE_KEYS = (
 )
 
 
+#: a benchmark's top-level keys that say how it ran, folded under its figures
+BACKGROUND = ("settings", "details")
+
 #: lists longer than this (per-epoch curves) show their ends only
 LONGEST_LIST = 8
 
@@ -125,10 +128,18 @@ def render_one(record: dict[str, Any]) -> str:
     lines.append(f"- machine: {_cell(describe_machine(record.get('machine') or {}))}")
     took = f" (took {format_value(record['wall_s'])} s)" if "wall_s" in record else ""
     lines.append(f"- date: {record['date']}{took}")
-    lines += ["", "| figure | value |", "| --- | --- |"]
-    for key, value in figure_rows(record.get("figures") or {}):
-        lines.append(f"| `{key}` | {_cell(value)} |")
+    rows = figure_rows(record.get("figures") or {})
+    main = [r for r in rows if r[0].split(".", 1)[0] not in BACKGROUND]
+    background = [r for r in rows if r[0].split(".", 1)[0] in BACKGROUND]
+    lines += ["", *_table(main)]
+    if background:  # how it was run, folded: the figures come first
+        lines += ["", f"<details><summary>settings and details ({len(background)} rows)</summary>"]
+        lines += ["", *_table(background), "", "</details>"]
     return "\n".join(lines)
+
+
+def _table(rows: list[tuple[str, str]]) -> list[str]:
+    return ["| figure | value |", "| --- | --- |", *(f"| `{k}` | {_cell(v)} |" for k, v in rows)]
 
 
 def load_results(results_dir: Path) -> list[dict[str, Any]]:
