@@ -115,6 +115,19 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> CliRes
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
 
+def run_benchmarks(
+    *args: str, cwd: Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``python -m benchmarks ARGS`` in a subprocess, as a user would run it."""
+    return subprocess.run(
+        [sys.executable, "-m", "benchmarks", *args],
+        cwd=cwd or REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def assert_one_line_error(result: CliResult, *fragments: str) -> None:
     """Exit 2, exactly one ``error: ...`` line on stderr, no traceback."""
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]

@@ -17,28 +17,18 @@ import pytest
 
 from benchmarks import __main__ as suite
 from benchmarks import readme as gen
-from tests.conftest import REPO, WONDERLAND
+from tests.conftest import REPO, WONDERLAND, run_benchmarks
 
 RESULTS = REPO / "benchmarks" / "results"
 RECORD_KEYS = {"name", "command", "machine", "date", "figures"}
 MACHINE_KEYS = {"cpu_model", "cpu_count", "ram_gib", "platform", "python", "torch", "numpy"}
 
 
-def bench(*args: str, cwd: Path = REPO, timeout: int = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "benchmarks", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
 # ---- the entry point: errors --------------------------------------------------------
 
 
 def test_unknown_name_is_one_line_error_listing_the_names(tmp_path: Path) -> None:
-    proc = bench("--results-dir", str(tmp_path), "nope")
+    proc = run_benchmarks("--results-dir", str(tmp_path), "nope")
     assert proc.returncode == 2
     assert proc.stdout == ""
     lines = proc.stderr.splitlines()
@@ -74,10 +64,12 @@ def test_missing_module_is_one_line_error(
 
 
 def test_json_is_reserved_and_all_takes_no_arguments(tmp_path: Path) -> None:
-    proc = bench("--results-dir", str(tmp_path), "ngram", "--json", str(tmp_path / "x.json"))
+    proc = run_benchmarks(
+        "--results-dir", str(tmp_path), "ngram", "--json", str(tmp_path / "x.json")
+    )
     assert proc.returncode == 2 and proc.stderr.startswith("error: --json is set by")
     assert len(proc.stderr.splitlines()) == 1
-    proc = bench("--results-dir", str(tmp_path), "all", "--quick")
+    proc = run_benchmarks("--results-dir", str(tmp_path), "all", "--quick")
     assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1
     assert list(tmp_path.iterdir()) == []
 
@@ -178,7 +170,7 @@ def test_all_runs_every_built_one_and_skips_the_rest(
 def test_ngram_writes_a_results_json_with_every_key(tmp_path: Path) -> None:
     out = tmp_path / "results"
     args = ("--results-dir", str(out), "ngram", "--chars", "20000", "--nltk-sample", "200")
-    proc = bench(*args, timeout=300)
+    proc = run_benchmarks(*args, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "ratio=" in proc.stdout  # the module's own output
     assert sorted(p.name for p in out.iterdir()) == ["ngram.json"]

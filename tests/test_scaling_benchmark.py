@@ -5,30 +5,18 @@ the cleaned corpus rebuilt here, and a bad ``--sizes`` is a one-line error."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from benchmarks import scaling as bench
 from pipeline_core.cleaning import seed_clean_bytes
-from tests.conftest import DATA, REPO
+from tests.conftest import DATA, run_benchmarks
 
 TEXTS = [DATA / name for name in ("wonderland.txt", "tiny-shakespeare.txt", "nottingham-jigs.txt")]
 pytestmark = pytest.mark.skipif(
     not all(p.is_file() for p in TEXTS), reason=f"the shared texts are not all in {DATA}"
 )
-
-
-def bench_cli(*args: str, timeout: int = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "benchmarks", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def corpus_bytes(n_bytes: int) -> bytes:
@@ -41,7 +29,7 @@ def corpus_bytes(n_bytes: int) -> bytes:
 
 
 def test_quick_run_records_each_size_and_the_one_hot_formula(tmp_path: Path) -> None:
-    proc = bench_cli("--results-dir", str(tmp_path), "scaling", "--quick")
+    proc = run_benchmarks("--results-dir", str(tmp_path), "scaling", "--quick")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert any(line.startswith("linearity=") for line in proc.stdout.splitlines())
     record = json.loads((tmp_path / "scaling.json").read_text(encoding="utf-8"))
@@ -99,7 +87,7 @@ def test_bad_sizes_is_a_one_line_error_exit_2(
 
 
 def test_bad_sizes_through_the_suite_exits_2_and_writes_nothing(tmp_path: Path) -> None:
-    proc = bench_cli("--results-dir", str(tmp_path), "scaling", "--sizes", "abc", timeout=60)
+    proc = run_benchmarks("--results-dir", str(tmp_path), "scaling", "--sizes", "abc", timeout=60)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.splitlines()[0] == "error: --sizes: 'abc' is not a number"

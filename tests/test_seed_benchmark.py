@@ -5,29 +5,17 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from benchmarks import seed_vs_stateful as bench
-from tests.conftest import REPO, WONDERLAND
-
-
-def bench_run(*args: str, timeout: int = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "benchmarks", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+from tests.conftest import WONDERLAND, run_benchmarks
 
 
 @pytest.mark.skipif(not WONDERLAND.is_file(), reason=f"{WONDERLAND} not present")
 def test_quick_run_records_curves_that_agree_with_its_figures(tmp_path: Path) -> None:
-    proc = bench_run("--results-dir", str(tmp_path), "seed", "--quick")
+    proc = run_benchmarks("--results-dir", str(tmp_path), "seed", "--quick")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert any(line.startswith("ratio=") for line in proc.stdout.splitlines())
     record = json.loads((tmp_path / "seed.json").read_text(encoding="utf-8"))
@@ -122,7 +110,7 @@ def test_bad_argument_is_one_line_error_exit_2(
 
 
 def test_bad_argument_through_the_suite_writes_nothing(tmp_path: Path) -> None:
-    proc = bench_run("--results-dir", str(tmp_path), "seed", "--epochs", "0", timeout=60)
+    proc = run_benchmarks("--results-dir", str(tmp_path), "seed", "--epochs", "0", timeout=60)
     assert proc.returncode == 2
     first, *rest = proc.stderr.splitlines()
     assert first == "error: --epochs must be >= 1 (got 0)"
