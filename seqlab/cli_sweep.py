@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
-    from flows.sweep import SweepResult
+    from pipeline_core.sweep_record import SweepResult
 
 
 def print_trials(result: SweepResult) -> None:
@@ -23,7 +23,7 @@ def print_trials(result: SweepResult) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from flows.sweep import format_value
+    from pipeline_core.sweep_record import format_value
 
     paths = list(result.outcomes[0].values) if result.outcomes else []
     table = Table(title=f"sweep — {result.experiment}")
