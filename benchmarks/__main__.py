@@ -46,6 +46,7 @@ BENCHMARKS: dict[str, str | None] = {
     "runners": "runners",
     "scaling": "scaling",
     "seed": "seed_vs_stateful",
+    "quality": "quality",
 }
 USAGE = (
     "usage: python -m benchmarks [--results-dir DIR] NAME [ARGS...]\n"

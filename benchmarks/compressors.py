@@ -44,8 +44,15 @@ machine-readable::
 
     best <corpus>=<row>:<bpc> ...
 
+``--config FILE`` runs a seqlab config's models, ``train`` and ``data`` settings instead
+(each corpus's own source and cleaning; the same splits for models and compressors).
+Its models with ``train.dynamic_eval`` also get a line and a ``dynamic`` figure each
+(the test split learned from as it is scored, as the compressors do), kept apart from
+the static rows.
+
 Run: ``.venv/bin/python benchmarks/compressors.py [--corpora wonderland,tiny-shakespeare]
-[--models ngram,lstm] [--epochs E] [--max-batches B] [--chars N] [--json PATH]``
+[--models ngram,lstm | --config FILE] [--epochs E] [--max-batches B] [--chars N]
+[--json PATH]``
 (``--quick``: the first 20,000 characters of each corpus, one epoch of 3 batches, tiny
 networks: the smoke test). ``--corpora`` also takes ``PATH@PRESET`` (a file and its
 cleaning). Nothing is written outside a temporary folder unless ``--json`` is given:
@@ -72,6 +79,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a plain script
+
+from benchmarks.presets import add_output_options, apply_preset
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
@@ -285,6 +294,13 @@ def model_specs(args: argparse.Namespace) -> list[dict[str, Any]]:
 def run_config(args: argparse.Namespace, source: str, clean: str, tracking_uri: str) -> Any:
     from pipeline_core.config import RunConfig, validate_model
 
+    if args.run_config is not None:  # --config: its models and settings on this corpus
+        values = args.run_config.model_dump(mode="json")
+        values["data"].update(source=source, clean=clean)
+        values["train"]["progress"] = False
+        values["tracking"].update(tracking_uri=tracking_uri, samples=0, gradient_flow=False)
+        values["registry"] = {"enabled": False}
+        return validate_model(RunConfig, values)
     return validate_model(
         RunConfig,
         {
@@ -323,6 +339,23 @@ def describe_models(config: Any) -> dict[str, str]:
     return out
 
 
+def dynamic_rows(result: Any) -> dict[str, float]:
+    """model -> test bpc under dynamic evaluation (``train.dynamic_eval``): adaptive like
+    the compressors, so kept apart from the static rows and compared with them."""
+    from pipeline_core.experiment import DYNAMIC_COLUMN
+
+    board = result.leaderboard
+    if DYNAMIC_COLUMN not in board.columns:
+        return {}
+    return {
+        str(row.model): float(getattr(row, DYNAMIC_COLUMN))
+        for row in board.itertuples()
+        if row.plugin != "baseline"
+        and row.status == "finished"
+        and math.isfinite(float(getattr(row, DYNAMIC_COLUMN)))
+    }
+
+
 def model_rows(
     result: Any, described: Mapping[str, str]
 ) -> tuple[dict[str, float], dict[str, str], list[str]]:
@@ -351,6 +384,21 @@ def print_table(title: str, bpc: Mapping[str, float], notes: Mapping[str, str]) 
     for name in order:
         print(f"  {name.ljust(width)}  {bpc[name]:8.4f}  {notes.get(name, '')}")
     return order
+
+
+def print_dynamic(
+    dynamic: Mapping[str, float], bpc: Mapping[str, float], packers: list[str]
+) -> None:
+    """The models' dynamic figures, each against its static one and the best compressor
+    (itself adaptive), on their own lines: never ranked among the static rows."""
+    if not dynamic:
+        return
+    best = packers[0] if packers else None
+    for model, value in sorted(dynamic.items(), key=lambda kv: (kv[1], kv[0])):
+        line = f"  dynamic evaluation: {model} {value:.4f} bpc (static {bpc[model]:.4f})"
+        if best is not None:
+            line += f"; best compressor {best} {bpc[best]:.4f} ({value - bpc[best]:+.4f})"
+        print(line)
 
 
 def machine() -> dict[str, Any]:
@@ -390,6 +438,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--data-dir", type=Path, default=DATA_DIR, help="where the built-ins are")
     ap.add_argument("--models", help="comma-separated plugins (default: next-token ones)")
+    ap.add_argument(
+        "--config",
+        type=Path,
+        help="a seqlab run config whose models, train and data settings (not its source or "
+        "cleaning: each corpus's) are run instead of --models and the sizes",
+    )
     ap.add_argument("--epochs", type=int, help="epochs per neural model")
     ap.add_argument("--max-batches", type=int, help="batches per epoch at most")
     ap.add_argument("--batch-size", type=int, help="windows or streams per batch")
@@ -405,17 +459,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="PPMd orders, LO-HI or comma-separated (default 4-12)",
     )
     ap.add_argument("--ppmd-mem", type=int, default=256, help="PPMd model memory, MiB")
-    ap.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
-    ap.add_argument("--json", type=Path, default=None, metavar="PATH", help="write figures")
+    add_output_options(ap)
     args = ap.parse_args(argv)
-    preset = QUICK if args.quick else FULL
-    for key, value in preset.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    for key in SETTINGS:
-        value = getattr(args, key)
-        if value is not None and value < 1:
-            ap.error(f"--{key.replace('_', '-')} must be >= 1")
+    apply_preset(ap, args, FULL, QUICK, positive=SETTINGS)
     try:
         if "-" in args.ppmd_orders:
             lo, hi = (int(v) for v in args.ppmd_orders.split("-"))
@@ -436,7 +482,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if not path.is_file():
             ap.error(f"--corpora: {path} is not a file")
     plugins = next_token_plugins()
-    if args.models is None:
+    args.run_config = None
+    if args.config is not None:
+        if args.models is not None:
+            ap.error("--config and --models: name the models in one place")
+        from pipeline_core.config import load_run_config
+        from pipeline_core.errors import SeqlabError
+
+        try:
+            args.run_config = load_run_config(args.config)
+        except SeqlabError as err:
+            ap.error(f"--config: {args.config}: {err}")
+        args.models = [spec.label for spec in args.run_config.models]
+    elif args.models is None:
         args.models = [p for p in plugins if p not in SLOW_PLUGINS]
     else:
         args.models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -458,6 +516,7 @@ def prefix_file(path: Path, chars: int | None, folder: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     table: dict[str, dict[str, float]] = {}
+    dynamic: dict[str, dict[str, float]] = {}
     details: dict[str, dict[str, Any]] = {}
     failures: list[str] = []
     with tempfile.TemporaryDirectory(prefix="seqlab-bench-compressors-") as tmp:
@@ -505,6 +564,8 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 print(line)
                 print(f"  comparison: {seconds:.1f} s (Prefect + MLflow + training + scoring)")
+                dynamic[name] = dynamic_rows(result)
+                print_dynamic(dynamic[name], bpc, packers)
                 if failed:
                     print("  failed: " + "; ".join(failed))
                 table[name] = bpc
@@ -524,16 +585,25 @@ def main(argv: list[str] | None = None) -> int:
                 }
     if args.json is not None:
         figures_out: dict[str, Any] = dict(table)
+        sizes = (
+            {"config": str(args.config), "chars": args.chars}  # the config says the rest
+            if args.run_config is not None
+            else {
+                **{k: getattr(args, k) for k in SETTINGS},
+                "ngram_order": args.ngram_order,
+                "seed": args.seed,
+            }
+        )
         figures_out["settings"] = {
-            **{k: getattr(args, k) for k in SETTINGS},
+            **sizes,
             "models": args.models,
-            "ngram_order": args.ngram_order,
-            "seed": args.seed,
             "ppmd_orders": args.ppmd_orders,
             "ppmd_mem_mib": args.ppmd_mem,
             "quick": args.quick,
             "corpora": [name for name, _, _ in args.corpora],
         }
+        if any(dynamic.values()):
+            figures_out["dynamic"] = {k: v for k, v in dynamic.items() if v}
         figures_out["details"] = details
         figures_out["command"] = shlex.join([sys.executable, *sys.argv])
         figures_out["machine"] = machine()

@@ -54,6 +54,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a plain script
 
+from benchmarks.presets import add_output_options, apply_preset
+
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -95,18 +97,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="torch threads of the sequential and direct runs (default: one per CPU)",
     )
     ap.add_argument("--repeats", type=int, default=1, help="measurements of each (best kept)")
-    ap.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
-    ap.add_argument("--json", type=Path, default=None, metavar="PATH", help="write figures")
+    add_output_options(ap)
     args = ap.parse_args(argv)
-    preset = QUICK if args.quick else FULL
-    for key, value in preset.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
     if args.sequential_threads is None:
         args.sequential_threads = 1 if args.quick else os.cpu_count() or 1
-    for key in (*preset, "workers", "threads", "sequential_threads", "repeats"):
-        if getattr(args, key) < 1:
-            ap.error(f"--{key.replace('_', '-')} must be >= 1")
+    apply_preset(
+        ap, args, FULL, QUICK, positive=("workers", "threads", "sequential_threads", "repeats")
+    )
     return args
 
 

@@ -57,6 +57,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a plain script
 
+from benchmarks.presets import add_output_options
+
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO.parent / "shared" / "data"
 TEXTS = ("wonderland.txt", "tiny-shakespeare.txt", "nottingham-jigs.txt")
@@ -332,8 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--repeats", type=int, default=None, help="measurements of each size (default 3; 1 quick)"
     )
-    ap.add_argument("--quick", action="store_true", help="tiny sizes, one repeat (smoke test)")
-    ap.add_argument("--json", type=Path, default=None, metavar="PATH", help="write figures")
+    add_output_options(ap, quick_help="tiny sizes, one repeat (smoke test)")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # the child's source
     ap.add_argument("--out", default=None, help=argparse.SUPPRESS)  # the child's result
     ap.add_argument("--warmup", default=None, help=argparse.SUPPRESS)  # the child's warm-up

@@ -53,6 +53,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a plain script
 
+from benchmarks.presets import add_output_options
 from pipeline_core.config import ModelSpec, RunConfig, TrainConfig, load_run_config
 from pipeline_core.contract import EpochRecord, FitData, TorchSequenceModel
 from pipeline_core.errors import SeqlabError
@@ -99,8 +100,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--patience", type=int, default=20, help="side B stops after N epochs with no better val"
     )
     ap.add_argument("--seed", type=int, default=0, help="weights and batch order, both sides")
-    ap.add_argument("--quick", action="store_true", help="20,000 chars and 2 epochs (smoke)")
-    ap.add_argument("--json", type=Path, default=None, metavar="PATH", help="write figures")
+    add_output_options(ap, quick_help="20,000 chars and 2 epochs (smoke)")
     args = ap.parse_args(argv)
     for key, value in (QUICK if args.quick else FULL).items():
         if getattr(args, key) is None:

@@ -61,6 +61,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a plain script
 
+from benchmarks.presets import add_output_options, apply_preset
 from pipeline_core.callbacks import MlflowCheckpoint, MlflowMetrics
 from pipeline_core.config import DataConfig, TrainConfig
 from pipeline_core.contract import seed_everything
@@ -121,18 +122,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--layers", type=int, help="stacked LSTM layers")
     ap.add_argument("--batch-size", type=int, help="windows per batch")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    ap.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
-    ap.add_argument("--json", type=Path, default=None, metavar="PATH", help="write figures")
+    add_output_options(ap)
     args = ap.parse_args(argv)
-    preset = QUICK if args.quick else FULL
-    for key, value in preset.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
     if args.threads is None:
         args.threads = torch.get_num_threads()
-    for key in (*preset, "threads"):
-        if getattr(args, key) < 1:
-            ap.error(f"--{key.replace('_', '-')} must be >= 1")
+    apply_preset(ap, args, FULL, QUICK, positive=("threads",))
     return args
 
 

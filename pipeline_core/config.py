@@ -40,6 +40,12 @@ class TrainConfig(StrictModel):
     batch_size: int = Field(default=64, ge=1, description="Windows (or streams) per batch.")
     optimizer: Literal["adam", "rmsprop"] = Field(default="adam", description="adam or rmsprop.")
     lr: float = Field(default=2e-3, gt=0, le=10, description="Learning rate.")
+    weight_decay: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=10,
+        description="Decoupled weight decay (AdamW; with rmsprop an L2 term): 0 is off.",
+    )
     clip_norm: float | None = Field(
         default=5.0, gt=0, description="If ||g|| > C then g <- g*C/||g|| (null: off)."
     )

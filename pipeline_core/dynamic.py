@@ -16,8 +16,11 @@ the leaderboard's ``dyn_bpc``), with the same ``<unk>`` spelling charge.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,6 +67,33 @@ class DynamicSettings:
         return cls(lr=train.dynamic_lr, decay=train.dynamic_decay, segment=train.dynamic_segment)
 
 
+@dataclass(frozen=True)
+class AdaptContext:
+    """What a plugin's :meth:`~SequenceModel.adapt` may need to learn like seqlab does:
+    the run's dynamic settings and how many tokens each scored token was predicted from."""
+
+    settings: DynamicSettings
+    context_len: int
+
+
+_ACTIVE: ContextVar[AdaptContext | None] = ContextVar("seqlab_dynamic_eval", default=None)
+
+
+def active_adapt_context() -> AdaptContext | None:
+    """The dynamic evaluation in progress (None outside one): a plugin that holds neural
+    models of its own (the mixture) adapts them with the run's settings."""
+    return _ACTIVE.get()
+
+
+@contextlib.contextmanager
+def _adapting(context: AdaptContext) -> Iterator[None]:
+    token = _ACTIVE.set(context)
+    try:
+        yield
+    finally:
+        _ACTIVE.reset(token)
+
+
 def score_dynamic(
     model: SequenceModel,
     ids: np.ndarray,
@@ -87,7 +117,8 @@ def score_dynamic(
             else:
                 scores = _torch_windows(work, ids, first, context_len, settings)
     else:
-        scores = _count_windows(copy.deepcopy(model), ids, first, context_len, settings)
+        with _adapting(AdaptContext(settings, context_len)):
+            scores = _count_windows(copy.deepcopy(model), ids, first, context_len, settings)
     _refuse_zero(model, scores.logp)
     return scores
 
@@ -138,6 +169,31 @@ class _Sgd:
                     p.sub_(lr * p.grad / (ms.sqrt() + self.EPS))
                 if decay:
                     p.add_(decay * (a - p))
+
+
+class TailLearner:
+    """Adapts a neural model held inside another plugin (a mixture's component) from
+    :meth:`~SequenceModel.adapt` calls, as :func:`score_dynamic` adapts one scored on
+    windows: one :class:`_Sgd` step on the new tokens' mean loss, each predicted from the
+    (at most ``context_len``) tokens before it in the text scored so far."""
+
+    def __init__(self, model: TorchSequenceModel, context: AdaptContext) -> None:
+        self.model, self.reach = model, max(1, context.context_len)
+        self.sgd = _Sgd(model, context.settings)
+
+    def learn(self, history: np.ndarray, new: int) -> None:
+        ids = np.asarray(history, dtype=np.int64)[-(new + self.reach) :]
+        count = min(new, len(ids) - 1)  # the text's first token has nothing before it
+        if count <= 0:
+            return
+        model = self.model
+        model.eval()
+        x = torch.from_numpy(ids[None, :-1]).to(model.device)
+        targets = torch.from_numpy(ids[-count:]).to(model.device)
+        with torch.backends.cudnn.flags(enabled=False), torch.enable_grad():
+            logits, _ = model.step(x, None)
+            lp = torch.log_softmax(logits[0, -count:].double(), dim=-1)
+            self.sgd.step(-lp.gather(1, targets[:, None]).mean())
 
 
 def _extra_adapt(model: TorchSequenceModel, history: np.ndarray, new: int) -> None:

@@ -73,7 +73,18 @@ def make_optimizer(model: torch.nn.Module, settings: TrainConfig) -> torch.optim
     if settings.optimizer == "rmsprop":
         # Keras' RMSprop (the tutorial's): rho 0.9 and epsilon 1e-7 (torch defaults to
         # alpha 0.99 and 1e-8, a slower-moving average)
-        return torch.optim.RMSprop(model.parameters(), lr=settings.lr, alpha=0.9, eps=1e-7)
+        return torch.optim.RMSprop(
+            model.parameters(),
+            lr=settings.lr,
+            alpha=0.9,
+            eps=1e-7,
+            weight_decay=settings.weight_decay,
+        )
+    if settings.weight_decay:
+        # decoupled (Loshchilov & Hutter): Adam's L2 term would be rescaled per weight
+        return torch.optim.AdamW(
+            model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
+        )
     return torch.optim.Adam(model.parameters(), lr=settings.lr)
 
 
@@ -233,7 +244,7 @@ class Trainer:
         # fill-blank trains a left-only plugin as a next-token one: the task decides
         self.task = (task or get_task("next-token")).training_task(type(model))
         self.device = resolve_device(settings.device)
-        self.validate = validate or default_validator(data)
+        self.validate = validate or default_validator(data, settings)
         extra: list[Callback] = [StopOnSignal()]
         if settings.patience is not None:
             extra.append(EarlyStopping(settings.patience))
@@ -368,15 +379,29 @@ class Trainer:
         )
 
 
-def default_validator(data: FitData) -> Validator:
+def default_validator(data: FitData, settings: TrainConfig | None = None) -> Validator:
     """Mean val nll over windows of the val split (the experiment passes the task's own
-    scorer instead, so per-epoch and final figures agree)."""
+    scorer instead, so per-epoch and final figures agree). A stateful plugin trained by
+    stateful BPTT is scored as seqlab scores it, in one pass with its state carried from
+    the train split's last ``context_len`` tokens: O(N) per epoch, where windows cost
+    O(N x context_len) (a mixture's neural component is trained this way)."""
 
     def validate(model: SequenceModel) -> float:
-        from pipeline_core.metrics import stream_nll
+        from pipeline_core.metrics import can_carry_state, score_stream, stream_nll
 
         if data.val is None:
             return float("nan")
+        stateful = settings is not None and settings.bptt == "stateful"
+        if stateful and isinstance(model, TorchSequenceModel) and can_carry_state(model):
+            val = np.asarray(data.val, dtype=np.int64)
+            if len(val) == 0:
+                return float("nan")
+            tail = np.asarray(data.train, dtype=np.int64)[-max(1, data.context_len) :]
+            first = max(1, len(tail))  # the stream's first token has nothing before it
+            stream = np.concatenate([tail, val])
+            if len(stream) <= first:
+                return float("nan")
+            return float(-score_stream(model, stream, first).logp.mean())
         return stream_nll(model, data.val, data.context_len)
 
     return validate

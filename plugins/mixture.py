@@ -36,6 +36,11 @@ and a warning says so; the mixture then is a plain average, still a valid model.
 **Persistence.** The components' states are nested under ``c<i>.`` keys, beside the
 weights and the per-context count tables; the components' plugins and params live in the
 mixture's config, so ``load`` rebuilds them from the checkpoint's ``init_args``.
+
+**Dynamic evaluation.** :meth:`MixtureModel.adapt` adapts each component that can learn:
+count-based ones through their own ``adapt``, neural ones by the SGD step seqlab gives a
+neural plugin scored on windows (:class:`~pipeline_core.dynamic.TailLearner`, with the
+run's ``train.dynamic_*`` settings); the mixture weights stay those fitted on val.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ import torch
 from pydantic import Field, model_validator
 
 from pipeline_core.config import validate_model
+from pipeline_core.dynamic import TailLearner, active_adapt_context
 from pipeline_core.registry import load_plugin
 from seqlab.api import (
     AdaptNotSupported,
@@ -259,6 +265,8 @@ class MixtureModel(SequenceModel):
         #: (R, K): row 0 the global weights, row 1 + b those of count bucket b
         self.weights: np.ndarray | None = None
         self.counts: ContextCounts | None = None
+        #: neural components' learners during dynamic evaluation (on its copy only)
+        self.learners: dict[int, TailLearner] = {}
 
     @property
     def per_context(self) -> bool:
@@ -400,10 +408,17 @@ class MixtureModel(SequenceModel):
 
     def adapt(self, history: np.ndarray, new: int) -> None:
         """Dynamic evaluation: every component that can learn from the scored text does
-        (an n-gram adds its counts); the others stay static, and the weights learned on
-        validation are kept. Not supported when no component can adapt."""
+        (an n-gram adds its counts; a neural one takes the SGD step seqlab gives a neural
+        plugin scored on windows, with the run's dynamic settings); the others stay
+        static, and the weights learned on validation are kept. Not supported when no
+        component can adapt."""
         adapted = 0
-        for model in self.components:
+        context = active_adapt_context()
+        for i, model in enumerate(self.components):
+            if isinstance(model, TorchSequenceModel) and context is not None:
+                self.learners.setdefault(i, TailLearner(model, context)).learn(history, new)
+                adapted += 1
+                continue
             try:
                 model.adapt(history, new)
             except AdaptNotSupported:

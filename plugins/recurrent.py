@@ -27,6 +27,12 @@ class RecurrentConfig(PluginConfig):
     #: multiplies the recurrent weights W_h at initialisation: > 1 makes gradients
     #: explode (the tutorial's failure mode, which clipping cures), < 1 vanish sooner
     recurrent_scale: float = Field(default=1.0, gt=0.0, le=1000.0)
+    #: DropConnect on the hidden-to-hidden weights while training (AWD-LSTM, Merity et
+    #: al. 2018): one mask per batch, shared by every time step, so it regularises the
+    #: recurrence itself, which dropout between layers never touches
+    weight_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    #: dropout on the input vectors (embeddings or one-hot) while training
+    input_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
 
 
 class RecurrentLM(TorchSequenceModel):
@@ -49,6 +55,7 @@ class RecurrentLM(TorchSequenceModel):
         self.rnn = self.make_layer(width, cfg)
         scale_recurrent_weights(self.rnn, cfg.recurrent_scale)
         self.dropout = torch.nn.Dropout(cfg.dropout)
+        self.input_dropout = torch.nn.Dropout(cfg.input_dropout)
         self.head = torch.nn.Linear(cfg.hidden_size, vocab_size)
 
     def make_layer(self, width: int, cfg: RecurrentConfig) -> torch.nn.Module:
@@ -57,16 +64,29 @@ class RecurrentLM(TorchSequenceModel):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         if self.embedding is not None:
-            return self.embedding(x)
-        return torch.nn.functional.one_hot(x, self.vocab_size).float()
+            return self.input_dropout(self.embedding(x))
+        return self.input_dropout(torch.nn.functional.one_hot(x, self.vocab_size).float())
+
+    def recur(self, inputs: torch.Tensor, state: State = None) -> tuple[torch.Tensor, Any]:
+        """The recurrent layer over ``inputs``; while training with ``weight_dropout``,
+        its hidden-to-hidden weights are dropped out for this call (the gradient reaches
+        the kept entries of the real weights)."""
+        rate = self.config.weight_dropout
+        if not (self.training and rate > 0):
+            return self.rnn(inputs, state)
+        weights = {
+            name: torch.nn.functional.dropout(w, rate) if name.startswith("weight_hh") else w
+            for name, w in self.rnn.named_parameters()
+        }
+        return torch.func.functional_call(self.rnn, weights, (inputs, state))
 
     def forward(self, x: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
-        hidden, state = self.rnn(self.encode(x), state)
+        hidden, state = self.recur(self.encode(x), state)
         return self.head(self.dropout(hidden)), state
 
     def summary(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """The top layer's h after each sequence's last real token (B, H), dropped out."""
-        hidden, _ = self.rnn(self.encode(x))
+        hidden, _ = self.recur(self.encode(x))
         return self.dropout(last_of(hidden, lengths))
 
     def attach_value_input(self, n_features: int) -> torch.nn.Linear:
@@ -84,7 +104,7 @@ class RecurrentLM(TorchSequenceModel):
         layer = self.value_input
         if layer is None:
             raise PluginError(f"{type(self).__name__}: call attach_value_input first")
-        hidden, _ = self.rnn(layer(values.float()))
+        hidden, _ = self.recur(self.input_dropout(layer(values.float())))
         return self.dropout(last_of(hidden, lengths))
 
     def hidden_sequence(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:

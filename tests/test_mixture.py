@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from mlflow import MlflowClient
 
 from pipeline_core.contract import FitData
@@ -300,3 +301,40 @@ def test_dynamic_evaluation_adapts_every_component_that_can() -> None:
     )
     with pytest.raises(AdaptNotSupported, match="none of its components"):
         neural_only.adapt(ids, 10)
+
+
+def test_dynamic_evaluation_adapts_neural_components_causally() -> None:
+    """Inside a dynamic evaluation a neural component learns too (the SGD step seqlab
+    gives a neural plugin on windows, with the run's settings): a repeated block costs
+    less the second time; no token's score depends on itself or later tokens; the static
+    model's weights are untouched. Outside one, a neural-only mixture cannot adapt."""
+    from pipeline_core.contract import AdaptNotSupported
+    from pipeline_core.dynamic import DynamicSettings, score_dynamic
+
+    vocab = 12
+    text = markov_text(3000, seed=3)
+    lstm = {
+        "plugin": "lstm",
+        "params": {"embedding_dim": 8, "hidden_size": 32},
+        "train": {"epochs": 1, "batch_size": 32, "lr": 0.01, "num_threads": 1},
+    }
+    mixture = MixtureModel(vocab, {"components": [lstm]})
+    mixture.fit(FitData(text[:2700], text[2700:], vocab, CONTEXT_LEN))
+    before = {k: v.clone() for k, v in mixture.get_state().items()}
+    block = np.random.default_rng(5).integers(7, vocab, 150)  # ids the chain never emits
+    ids = np.concatenate([text[-CONTEXT_LEN:], block, block])
+    settings = DynamicSettings(lr=0.01, decay=0.0, segment=10)
+    static = score_dynamic(mixture, ids, CONTEXT_LEN, CONTEXT_LEN, DynamicSettings(lr=1e-12))
+    dynamic = score_dynamic(mixture, ids, CONTEXT_LEN, CONTEXT_LEN, settings)
+    first, second = slice(None, len(block)), slice(len(block), None)
+    assert -dynamic.logp[second].mean() < -static.logp[second].mean() - 0.5
+    np.testing.assert_allclose(dynamic.logp[:10], static.logp[:10], atol=1e-9)
+    changed = ids.copy()
+    changed[CONTEXT_LEN + 100 :] = 1
+    again = score_dynamic(mixture, changed, CONTEXT_LEN, CONTEXT_LEN, settings)
+    np.testing.assert_allclose(again.logp[:100], dynamic.logp[:100], atol=1e-9)
+    assert not np.allclose(again.logp[first][100:], dynamic.logp[first][100:])
+    for key, value in mixture.get_state().items():
+        torch.testing.assert_close(value, before[key], rtol=0, atol=0)
+    with pytest.raises(AdaptNotSupported, match="none of its components"):
+        mixture.adapt(ids, 10)

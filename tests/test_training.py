@@ -19,6 +19,7 @@ from pipeline_core.training import (
     Callback,
     Trainer,
     clip_gradients,
+    default_validator,
     fit_model,
     make_optimizer,
     masked_loss,
@@ -243,3 +244,25 @@ def test_contract_imports_neither_trainer_nor_metrics() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_default_validator_scores_stateful_training_with_the_state_carried() -> None:
+    """Without a task's scorer (``seqlab.api.train``, a mixture's component), a stateful
+    plugin trained by stateful BPTT is validated as seqlab scores it: one pass over val,
+    state carried from the train split's last ``context_len`` tokens; windows otherwise."""
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 7, 600)
+    data = FitData(train=ids[:500], val=ids[500:], vocab_size=7, context_len=20)
+    torch.manual_seed(0)
+    model = LSTMModel(7, {"embedding_dim": 4, "hidden_size": 8})
+    model.eval()
+    carried = default_validator(data, TrainConfig(bptt="stateful"))(model)
+    stream = torch.from_numpy(ids[480:].astype(np.int64))
+    with torch.no_grad():
+        logits, _ = model.step(stream[None, :-1], None)
+    logp = torch.log_softmax(logits[0].double(), dim=-1)
+    by_hand = -logp[19:].gather(1, stream[20:, None]).mean().item()  # every val token
+    assert carried == pytest.approx(by_hand, rel=1e-6)
+    windows = default_validator(data, TrainConfig(bptt="windows"))(model)
+    assert windows == pytest.approx(stream_nll(model, data.val, 20), rel=1e-12)
+    assert windows != pytest.approx(carried, rel=1e-6)
