@@ -393,13 +393,10 @@ def default_validator(data: FitData, settings: TrainConfig | None = None) -> Val
             return float("nan")
         stateful = settings is not None and settings.bptt == "stateful"
         if stateful and isinstance(model, TorchSequenceModel) and can_carry_state(model):
-            val = np.asarray(data.val, dtype=np.int64)
-            if len(val) == 0:
-                return float("nan")
             tail = np.asarray(data.train, dtype=np.int64)[-max(1, data.context_len) :]
             first = max(1, len(tail))  # the stream's first token has nothing before it
-            stream = np.concatenate([tail, val])
-            if len(stream) <= first:
+            stream = np.concatenate([tail, np.asarray(data.val, dtype=np.int64)])
+            if len(stream) <= first:  # no val token to score
                 return float("nan")
             return float(-score_stream(model, stream, first).logp.mean())
         return stream_nll(model, data.val, data.context_len)
