@@ -325,17 +325,29 @@ SIZE_KEYS = {"hidden_size": "hidden", "embedding_dim": "embedding", "num_layers"
 def describe_models(config: Any) -> dict[str, str]:
     """model -> its settings in a few words (the plugin's defaults filled in)."""
     from pipeline_core.config import model_train_config
+    from pipeline_core.contract import TorchSequenceModel
     from pipeline_core.registry import load_plugin
 
     out = {}
     for spec in config.models:
-        params = load_plugin(spec.plugin).make_config(spec.params).model_dump()
+        cls = load_plugin(spec.plugin)
+        params = cls.make_config(spec.params).model_dump()
         if spec.plugin == "ngram":
             out[spec.label] = f"order {params['order']} {params['smoothing']}"
             continue
-        train = model_train_config(config.train, spec)
+        if spec.plugin == "mixture":  # its components, not a training mode it has none of
+            parts = [
+                " ".join(
+                    [c["plugin"], *(str(c["params"][k]) for k in ("order",) if k in c["params"])]
+                )
+                for c in params["components"]
+            ]
+            out[spec.label] = f"{params['weights']} weights over {', '.join(parts)}"
+            continue
         words = [f"{word} {params[k]}" for k, word in SIZE_KEYS.items() if k in params]
-        out[spec.label] = ", ".join([*words, f"bptt {train.bptt}"])
+        if issubclass(cls, TorchSequenceModel):  # only a torch model trains with bptt
+            words.append(f"bptt {model_train_config(config.train, spec).bptt}")
+        out[spec.label] = ", ".join(words)
     return out
 
 

@@ -119,6 +119,34 @@ def describe_machine(machine: dict[str, Any]) -> str:
     return "; ".join(parts + extra)
 
 
+def leaderboards(figures: dict[str, Any]) -> list[str]:
+    """A leaderboard per corpus for a result that has them (``compressors``, ``quality``:
+    a corpus's rows, its notes under ``details``): rank, row, test bpc, the dynamic
+    figure (a column of its own, never ranked) and the note, best first. Nothing for the
+    other benchmarks."""
+    details, dynamic = figures.get("details") or {}, figures.get("dynamic") or {}
+    lines: list[str] = []
+    for corpus in sorted(details):
+        about, bpc = details[corpus], figures.get(corpus)
+        if not isinstance(about, dict) or "notes" not in about or not isinstance(bpc, dict):
+            continue
+        adaptive = dynamic.get(corpus) or {}
+        test = (
+            f", test = the last {about['test_chars']:,} characters" if "test_chars" in about else ""
+        )
+        lines += [f"**{corpus}** ({about.get('clean', '?')} cleaning{test})", ""]
+        lines += [
+            "| rank | row | test bpc | dynamic eval. bpc | note |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for rank, row in enumerate(sorted(bpc, key=lambda r: (bpc[r], r)), start=1):
+            dyn = f"{adaptive[row]:.4f}" if row in adaptive else ""
+            note = _cell(str(about["notes"].get(row, "")))
+            lines.append(f"| {rank} | {_cell(row)} | {bpc[row]:.4f} | {dyn} | {note} |")
+        lines.append("")
+    return lines
+
+
 def render_one(record: dict[str, Any]) -> str:
     lines = [f"### {record['name']}", ""]
     cmd = f"- command: {_code(str(record['command']))}"
@@ -128,6 +156,9 @@ def render_one(record: dict[str, Any]) -> str:
     lines.append(f"- machine: {_cell(describe_machine(record.get('machine') or {}))}")
     took = f" (took {format_value(record['wall_s'])} s)" if "wall_s" in record else ""
     lines.append(f"- date: {record['date']}{took}")
+    board = leaderboards(record.get("figures") or {})
+    if board:
+        lines += ["", *board[:-1]]
     rows = figure_rows(record.get("figures") or {})
     main = [r for r in rows if r[0].split(".", 1)[0] not in BACKGROUND]
     background = [r for r in rows if r[0].split(".", 1)[0] in BACKGROUND]

@@ -13,13 +13,19 @@ the tutorial's final loss in at most a tenth of the time.
   training time: the final training loss L_A (mean per-target cross-entropy, nats, as the
   Trainer reports it) is reached at the end.
 * **B, seqlab**: the same network (``rnn``, hidden 128, one-hot input: the same size,
-  parameter for parameter), the same corpus object (splits, vocabulary), ``bptt:
-  stateful`` over ``--streams`` streams with BPTT length ``--bptt``, ``objective: all``,
-  Adam at ``--lr``; trained until its *validation* loss <= L_A, checked after every
-  epoch, or until its training time passes ``--cap`` times A's, or (once A is done)
-  ``--patience`` epochs pass without a better val loss: B overfits, and more time would
-  not get it there. ``matched_val`` then gives the same-figure comparison: the lowest of
-  A's per-epoch val losses that B reached, and each side's time to it.
+  parameter for parameter), the same corpus object (splits, vocabulary), ``bptt: stateful``
+  over ``--streams`` streams with BPTT length ``--bptt``, ``objective: all``, Adam at
+  ``--lr`` with ``--lr-schedule`` (default plateau: the rate halves after each epoch without
+  a better val loss, the schedule ``seqlab run`` offers); trained until its *validation*
+  loss <= L_A, checked after every epoch, or until its training time passes ``--cap`` times
+  A's, or (once A is done) ``--patience`` epochs pass without a better val loss: B overfits,
+  and more time would not get it there. ``matched_val`` then gives the same-figure
+  comparison: the lowest of A's per-epoch val losses that B reached, and each side's time to
+  it. L_A is a *training* figure: this network's val loss stays well above it on either side
+  (A's own final val loss is about 0.23 nats higher), so the literal target is out of reach
+  and ``ratio`` stays empty; ``ratio_to_a_val`` (B's time to A's final *val* loss over A's
+  whole time) is the reachable reading of the claim, and ``met_at_a_val`` says whether it is
+  <= 0.1.
 
 Both are seqlab's Trainer (``experiment.resolve_models`` as ``seqlab run`` resolves them,
 ``Trainer.run_epoch`` for each epoch), one torch thread, the same seed. Validation is the
@@ -30,11 +36,12 @@ then B, A ...) so both see the same machine load; each side's time is its own ep
 training time (the Trainer's, validation excluded). B's time is its cumulative time at the
 first epoch whose val loss <= L_A. The last line is machine-readable::
 
-    ratio=<time_b/time_a> time_a_s=<s> time_b_s=<s> target=0.1 met=<yes|no>
+    ratio=<time_b/time_a> time_a_s=<s> time_b_s=<s> target=0.1 met=<yes|no> val_ratio=<r>
+    val_met=<yes|no>
 
 Run: ``python -m benchmarks seed [--epochs N] [--chars N] [--bptt T] [--streams B]
-[--lr LR] [--cap X] [--patience N]`` (``--quick``: 20,000 characters and 2 epochs, the
-smoke test).
+[--lr LR] [--lr-schedule S] [--cap X] [--patience N]`` (``--quick``: 20,000 characters
+and 2 epochs, the smoke test).
 """
 
 from __future__ import annotations
@@ -47,14 +54,14 @@ import platform
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, get_args
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a plain script
 
 from benchmarks.presets import add_output_options
-from pipeline_core.config import ModelSpec, RunConfig, TrainConfig, load_run_config
+from pipeline_core.config import LrSchedule, ModelSpec, RunConfig, TrainConfig, load_run_config
 from pipeline_core.contract import EpochRecord, FitData, TorchSequenceModel
 from pipeline_core.errors import SeqlabError
 from pipeline_core.experiment import (
@@ -92,9 +99,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the book (text file)")
     ap.add_argument("--epochs", type=int, help="side A's epochs (default: seed.yaml's 25)")
     ap.add_argument("--chars", type=int, help="only the first N characters after cleaning")
-    ap.add_argument("--bptt", type=int, default=100, help="side B's truncated-BPTT length")
+    ap.add_argument("--bptt", type=int, default=50, help="side B's truncated-BPTT length")
     ap.add_argument("--streams", type=int, default=32, help="side B's streams per batch")
-    ap.add_argument("--lr", type=float, default=3e-3, help="side B's Adam learning rate")
+    ap.add_argument("--lr", type=float, default=5e-3, help="side B's Adam learning rate")
+    ap.add_argument(
+        "--lr-schedule",
+        choices=get_args(LrSchedule),
+        default="plateau",
+        help="side B's schedule (plateau: halve the rate after an epoch without a better val)",
+    )
     ap.add_argument("--cap", type=float, default=3.0, help="side B's time cap, times A's time")
     ap.add_argument(
         "--patience", type=int, default=20, help="side B stops after N epochs with no better val"
@@ -157,6 +170,7 @@ def stateful_spec(config: RunConfig, args: argparse.Namespace) -> ModelSpec:
             "batch_size": args.streams,
             "optimizer": "adam",
             "lr": args.lr,
+            "lr_schedule": args.lr_schedule,
             "objective": "all",
             "bptt": "stateful",
             "clip_norm": TrainConfig().clip_norm,
@@ -336,6 +350,7 @@ def figures(
                 "bptt": args.bptt,
                 "streams": sb.batch_size,
                 "optimizer": f"{sb.optimizer} lr {sb.lr}",
+                "lr_schedule": sb.lr_schedule,
                 "clip_norm": sb.clip_norm,
                 "objective": sb.objective,
             },
@@ -358,6 +373,7 @@ def figures(
         "ratio_to_a_val": None if time_b_val is None else time_b_val / time_a,
         "target_ratio": TARGET_RATIO,
         "met": ratio is not None and ratio <= TARGET_RATIO,
+        "met_at_a_val": time_b_val is not None and time_b_val / time_a <= TARGET_RATIO,
     }
 
 
@@ -437,7 +453,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"B: {sb['model']} ({sb['params']} params), stateful BPTT {sb['bptt']} over "
-        f"{sb['streams']} streams, {sb['optimizer']}, clip_norm {sb['clip_norm']}, "
+        f"{sb['streams']} streams, {sb['optimizer']} ({sb['lr_schedule']} schedule), clip_norm "
+        f"{sb['clip_norm']}, "
         f"objective {sb['objective']}"
     )
     print(
@@ -470,7 +487,9 @@ def main(argv: list[str] | None = None) -> int:
     time_b = figs["b"]["time_s"]
     print(
         f"ratio={fmt(figs['ratio'], '.4f')} time_a_s={figs['a']['time_s']:.2f} "
-        f"time_b_s={fmt(time_b, '.2f')} target={TARGET_RATIO} met={'yes' if figs['met'] else 'no'}"
+        f"time_b_s={fmt(time_b, '.2f')} target={TARGET_RATIO} met={'yes' if figs['met'] else 'no'} "
+        f"val_ratio={fmt(figs['ratio_to_a_val'], '.4f')} "
+        f"val_met={'yes' if figs['met_at_a_val'] else 'no'}"
     )
     sys.stdout.flush()
     return 0

@@ -311,3 +311,27 @@ def test_readme_without_markers_is_an_error(tmp_path: Path) -> None:
     assert gen.main(["--readme", str(readme), "--results-dir", str(RESULTS)]) == 2
     assert gen.main(["--check", "--readme", str(readme)]) == 2
     assert readme.read_text(encoding="utf-8") == "no markers\n"
+
+
+def test_a_leaderboard_per_corpus_ranks_the_static_rows_and_keeps_dynamic_apart() -> None:
+    figures = {
+        "alice": {"gzip -9": 2.6, "lstm": 1.9, "ppmd": 1.77},
+        "dynamic": {"alice": {"lstm": 1.8}},
+        "details": {
+            "alice": {
+                "clean": "seed",
+                "test_chars": 14264,
+                "notes": {"gzip -9": "deflate", "lstm": "seqlab lstm | 2 layers", "ppmd": "PPMd"},
+            }
+        },
+        "settings": {"seed": 0},
+    }
+    lines = gen.leaderboards(figures)
+    assert lines[0] == "**alice** (seed cleaning, test = the last 14,264 characters)"
+    rows = [line for line in lines if line.startswith("| ") and line[2].isdigit()]
+    assert rows == [
+        "| 1 | ppmd | 1.7700 |  | PPMd |",
+        "| 2 | lstm | 1.9000 | 1.8000 | seqlab lstm \\| 2 layers |",
+        "| 3 | gzip -9 | 2.6000 |  | deflate |",
+    ]
+    assert gen.leaderboards({"ratio": 2.0, "settings": {"a": 1}}) == []  # not a leaderboard

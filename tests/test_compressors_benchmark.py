@@ -213,3 +213,15 @@ def test_quality_is_compressors_on_the_tuned_wonderland_config_by_default() -> N
     assert argv[argv.index("--corpora") + 1] == "wonderland"
     assert "--config" not in quality.with_defaults(["--models", "ngram"])  # one or the other
     assert quality.with_defaults(["--corpora", "x@none"]).count("--corpora") == 1
+
+
+def test_row_notes_say_what_each_model_is() -> None:
+    from pipeline_core.config import load_run_config
+
+    notes = bench.describe_models(load_run_config(REPO / "configs" / "alice-mixture-lstm.yaml"))
+    assert notes["ngram"] == "order 7 kneser_ney"
+    assert notes["lstm"] == "hidden 512, embedding 64, layers 2, bptt stateful"
+    # a mixture trains no recurrence of its own: its components, not a bptt mode
+    assert notes["mixture-lstm"] == (
+        "per_context weights over ngram 3, ngram 5, ngram 7, ngram 9, lstm"
+    )

@@ -86,6 +86,19 @@ def test_quick_run_records_curves_that_agree_with_its_figures(tmp_path: Path) ->
     assert f"ratio={'-' if figs['ratio'] is None else format(figs['ratio'], '.4f')}" in (
         proc.stdout
     )
+    # the reachable reading: B's time to A's final val loss, over A's whole time
+    to_val = figs["ratio_to_a_val"]
+    if to_val is None:
+        assert figs["b"]["time_to_a_val_s"] is None and figs["met_at_a_val"] is False
+    else:
+        assert to_val == pytest.approx(figs["b"]["time_to_a_val_s"] / figs["a"]["time_s"])
+        assert figs["met_at_a_val"] is (to_val <= 0.1)
+    last = next(line for line in proc.stdout.splitlines() if line.startswith("ratio="))
+    assert last.endswith(
+        f"val_ratio={'-' if to_val is None else format(to_val, '.4f')} "
+        f"val_met={'yes' if figs['met_at_a_val'] else 'no'}"
+    )
+    assert figs["settings"]["b"]["lr_schedule"] == "plateau"  # the default
 
 
 @pytest.mark.parametrize(
