@@ -1,10 +1,12 @@
-"""Recent comparisons in an MLflow store, and closing the ones a killed process left.
+"""Recent comparisons and sweeps in an MLflow store, and closing the ones a killed
+process left.
 
-A comparison is a parent run tagged ``seqlab.kind=compare``; ``start_comparison`` tags
-it with the process that runs it (``seqlab.pid``, ``seqlab.host``). A RUNNING
-comparison whose process is gone from this host was killed (``kill -9``, a crash, a
-power cut): it is reported as stale, and :func:`close_comparison` marks it and its
-RUNNING model runs KILLED. ``seqlab run --resume ID`` continues one instead.
+A comparison is a parent run tagged ``seqlab.kind=compare``, a sweep one tagged
+``seqlab.kind=sweep`` (its children are trials); both are tagged with the process that
+runs them (``seqlab.pid``, ``seqlab.host``). A RUNNING parent whose process is gone from
+this host was killed (``kill -9``, a crash, a power cut): it is reported as stale, and
+:func:`close_run` marks it and its RUNNING child runs KILLED. ``seqlab run --resume ID``
+continues a comparison instead (a sweep cannot be resumed).
 MLflow is reached through :class:`~pipeline_core.tracking.Tracker` only.
 """
 
@@ -22,7 +24,9 @@ from typing import Any
 from pipeline_core.errors import ConfigError
 from pipeline_core.tracking import PARENT_TAG, RunRef, Tracker
 
-KIND_FILTER = "tags.`seqlab.kind` = 'compare'"
+KINDS = ("compare", "sweep")
+NOUNS = {"compare": "comparison", "sweep": "sweep"}
+COMPARE_METRIC = "test_bpc"
 STALE = "RUNNING (stale: process gone)"
 
 
@@ -43,7 +47,7 @@ def process_started(pid: int) -> str | None:
 
 
 def process_tags() -> dict[str, str]:
-    """The tags that name the process running a comparison."""
+    """The tags that name the process running a comparison or a sweep."""
     pid = os.getpid()
     tags = {"seqlab.pid": str(pid), "seqlab.host": socket.gethostname()}
     started = process_started(pid)
@@ -82,9 +86,14 @@ def liveness(tags: dict[str, str]) -> str:
 
 @dataclass
 class Comparison:
-    """One line of ``seqlab runs``."""
+    """One line of ``seqlab runs``: a comparison or, with ``kind="sweep"``, a sweep.
+
+    For a sweep ``models_*`` count its trials, ``best_trial`` is 1-based (as ``seqlab
+    sweep`` prints it) and ``best_value`` is a validation figure, so ``best_test_bpc``
+    (a test figure) stays None; ``best_metric`` names what ``best_value`` is."""
 
     run_id: str
+    kind: str
     experiment: str
     start_time: str
     status: str
@@ -92,6 +101,9 @@ class Comparison:
     models_total: int
     best_model: str | None
     best_test_bpc: float | None
+    best_trial: int | None
+    best_metric: str | None
+    best_value: float | None
     pid: int | None
     host: str | None
 
@@ -121,6 +133,35 @@ def _models_total(run: Any, children: list[Any]) -> int:
     return len(models) if isinstance(models, list) else len(children)
 
 
+def _trials_total(run: Any, children: list[Any]) -> int:
+    trials = run.data.tags.get("seqlab.trials", "")
+    return int(trials) if trials.isdigit() else len(children)
+
+
+def _best_trial(run: Any, children: list[Any]) -> tuple[int | None, float | None]:
+    """The best trial (0-based, as optuna numbers it) and its figure: from the parent
+    once the sweep finished, else the best COMPLETE trial so far (a sweep still running
+    or killed)."""
+    metric = run.data.tags.get("seqlab.metric", "")
+    number = run.data.tags.get("seqlab.best_trial", "")
+    value = run.data.metrics.get(f"best_{metric}")
+    if number.isdigit() and value is not None:
+        return int(number), float(value)
+    scored = [
+        (float(c.data.metrics["trial_value"]), int(c.data.tags["seqlab.trial"]))
+        for c in children
+        if c.info.status == "FINISHED"
+        and c.data.tags.get("seqlab.trial_state") == "COMPLETE"
+        and c.data.tags.get("seqlab.trial", "").isdigit()
+        and "trial_value" in c.data.metrics
+        and math.isfinite(c.data.metrics["trial_value"])
+    ]
+    if not scored:
+        return None, None
+    best_value, best_number = min(scored)
+    return best_number, best_value
+
+
 def _best(run: Any, children: list[Any]) -> tuple[str | None, float | None]:
     name = run.data.tags.get("seqlab.best_model")
     bpc = run.data.metrics.get("best_test_bpc")
@@ -145,69 +186,111 @@ def _started(ms: int | None) -> str:
     return datetime.fromtimestamp(ms / 1000).astimezone().isoformat(timespec="seconds")
 
 
+def _row(run: Any, experiment: str, children: list[Any]) -> Comparison:
+    tags = run.data.tags
+    kind = tags.get("seqlab.kind", "")
+    pid = tags.get("seqlab.pid", "")
+    best_model: str | None = None
+    best_bpc: float | None = None
+    best_trial: int | None = None
+    metric: str | None = COMPARE_METRIC
+    if kind == "sweep":
+        metric = tags.get("seqlab.metric") or None
+        number, value = _best_trial(run, children)
+        best_trial = None if number is None else number + 1  # as `seqlab sweep` prints it
+        total = _trials_total(run, children)
+    else:
+        best_model, best_bpc = _best(run, children)
+        value = best_bpc
+        total = _models_total(run, children)
+    return Comparison(
+        run_id=run.info.run_id,
+        kind=kind,
+        experiment=experiment,
+        start_time=_started(run.info.start_time),
+        status=run_status(run),
+        models_finished=sum(c.info.status == "FINISHED" for c in children),
+        models_total=total,
+        best_model=best_model,
+        best_test_bpc=best_bpc,
+        best_trial=best_trial,
+        best_metric=metric,
+        best_value=value,
+        pid=int(pid) if pid.isdigit() else None,
+        host=tags.get("seqlab.host") or None,
+    )
+
+
 def list_comparisons(tracker: Tracker, limit: int = 20) -> list[Comparison]:
-    """The ``limit`` most recent comparisons across every experiment, newest first."""
+    """The ``limit`` most recent comparisons and sweeps across every experiment, newest
+    first. One search per kind, merged: an ``IN`` filter on a tag is not something every
+    MLflow store is known to take."""
     experiments = {
         str(e.experiment_id): e.name for e in tracker.client.search_experiments(max_results=1000)
     }
     if not experiments:
         return []
-    parents = tracker.client.search_runs(
-        list(experiments),
-        filter_string=KIND_FILTER,
-        order_by=["attributes.start_time DESC"],
-        max_results=limit,
-    )
-    rows = []
-    for run in parents:
-        children = tracker.child_runs(RunRef(run.info.run_id, run.info.experiment_id))
-        best_model, best_bpc = _best(run, children)
-        tags = run.data.tags
-        pid = tags.get("seqlab.pid", "")
-        rows.append(
-            Comparison(
-                run_id=run.info.run_id,
-                experiment=experiments.get(str(run.info.experiment_id), ""),
-                start_time=_started(run.info.start_time),
-                status=run_status(run),
-                models_finished=sum(c.info.status == "FINISHED" for c in children),
-                models_total=_models_total(run, children),
-                best_model=best_model,
-                best_test_bpc=best_bpc,
-                pid=int(pid) if pid.isdigit() else None,
-                host=tags.get("seqlab.host") or None,
-            )
+    parents = [
+        run
+        for kind in KINDS
+        for run in tracker.client.search_runs(
+            list(experiments),
+            filter_string=f"tags.`seqlab.kind` = '{kind}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=limit,
         )
-    return rows
+    ]
+    parents.sort(key=lambda run: run.info.start_time or 0, reverse=True)
+    return [
+        _row(
+            run,
+            experiments.get(str(run.info.experiment_id), ""),
+            tracker.child_runs(RunRef(run.info.run_id, run.info.experiment_id)),
+        )
+        for run in parents[:limit]
+    ]
 
 
 def close_comparison(tracker: Tracker, run_id: str) -> list[str]:
-    """Mark a stale comparison and its RUNNING model runs KILLED; the ids of the model
-    runs closed. Refused (one line) unless it is a RUNNING comparison whose process is
-    gone."""
+    """:func:`close_run`, the ids of the child runs closed only (what callers from before
+    sweeps were listed expect)."""
+    return close_run(tracker, run_id)[1]
+
+
+def close_run(tracker: Tracker, run_id: str) -> tuple[str, list[str]]:
+    """Mark a stale comparison or sweep and its RUNNING child runs (models, trials)
+    KILLED; its kind and the ids of the child runs closed. Refused (one line) unless it
+    is a RUNNING comparison or sweep whose process is gone."""
     try:
         run = tracker.client.get_run(run_id)
     except Exception:
         raise ConfigError(f"--close: no MLflow run with id {run_id!r} in {tracker.uri}") from None
     tags = dict(run.data.tags)
-    if tags.get("seqlab.kind") != "compare":
+    kind = tags.get("seqlab.kind", "")
+    if kind not in KINDS:
         owner = tags.get(PARENT_TAG)
-        hint = f" (it is a model run of comparison {owner})" if owner else ""
-        raise ConfigError(f"--close: run {run_id} is not a seqlab comparison{hint}")
+        if owner and kind == "trial":
+            what = f"a seqlab sweep (it is a trial run of sweep {owner})"
+        elif owner:
+            what = f"a seqlab comparison (it is a model run of comparison {owner})"
+        else:
+            what = "a seqlab comparison or sweep"
+        raise ConfigError(f"--close: run {run_id} is not {what}")
+    noun = NOUNS[kind]
     if run.info.status != "RUNNING":
         raise ConfigError(
-            f"--close: comparison {run_id} is {run.info.status}, not RUNNING: nothing to close"
+            f"--close: {noun} {run_id} is {run.info.status}, not RUNNING: nothing to close"
         )
     state = liveness(tags)
     if state == "alive":
         pid = tags["seqlab.pid"]
         raise ConfigError(
-            f"--close: comparison {run_id} is still running (process {pid} on this host); "
+            f"--close: {noun} {run_id} is still running (process {pid} on this host); "
             f"stop it first (Ctrl-C, or kill {pid})"
         )
     if state == "elsewhere":
         raise ConfigError(
-            f"--close: comparison {run_id} runs on host {tags['seqlab.host']}, where this "
+            f"--close: {noun} {run_id} runs on host {tags['seqlab.host']}, where this "
             "host cannot tell whether it is still alive; close it there"
         )
     parent = RunRef(run_id, run.info.experiment_id)
@@ -217,4 +300,4 @@ def close_comparison(tracker: Tracker, run_id: str) -> list[str]:
             tracker.kill(RunRef(child.info.run_id, child.info.experiment_id))
             closed.append(child.info.run_id)
     tracker.kill(parent)
-    return closed
+    return kind, closed

@@ -1,5 +1,5 @@
-"""``seqlab runs``: recent comparisons, their status and best model; ``--close`` ends a
-stale one (left RUNNING by a killed process) as KILLED.
+"""``seqlab runs``: recent comparisons and sweeps, their status and best model or
+trial; ``--close`` ends a stale one (left RUNNING by a killed process) as KILLED.
 
 A comparison can also be continued instead: ``seqlab run --resume RUN_ID``.
 """
@@ -33,8 +33,18 @@ def _tracker(tracking_uri: str | None) -> tuple[str, Tracker | None]:
     return uri, get_tracker(uri)
 
 
-def _bpc(value: float | None) -> str:
-    return "" if value is None else f"{value:.4f}"
+def _figure(row: Comparison) -> str:
+    """The best figure with its metric's name: a sweep's is a validation figure, a
+    comparison's a test one, and one column holds both."""
+    if row.best_value is None:
+        return "-"
+    return f"{row.best_metric or '?'} {row.best_value:.4f}"
+
+
+def _best(row: Comparison) -> str:
+    if row.kind == "sweep":
+        return "-" if row.best_trial is None else f"trial {row.best_trial}"
+    return row.best_model or "-"
 
 
 def runs_command(
@@ -45,32 +55,37 @@ def runs_command(
         ),
     ] = None,
     limit: Annotated[
-        int, typer.Option("--limit", min=1, help="How many comparisons, newest first.")
+        int, typer.Option("--limit", min=1, help="How many comparisons and sweeps, newest first.")
     ] = 20,
     close: Annotated[
         str | None,
         typer.Option(
             "--close",
             metavar="RUN_ID",
-            help="Mark a stale comparison (its process is gone) and its running models KILLED.",
+            help="Mark a stale comparison or sweep (its process is gone) and its running "
+            "models or trials KILLED.",
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
 ) -> None:
-    """Recent comparisons: parent run, experiment, start, status, models finished, best.
+    """Recent comparisons and sweeps: parent run, kind, start, status, models (trials)
+    finished, best model (trial) and its figure, experiment.
 
-    A RUNNING comparison whose process is gone is shown as stale; close it with
-    ``--close RUN_ID``, or continue it with ``seqlab run --resume RUN_ID``."""
+    A RUNNING one whose process is gone is shown as stale; close it with
+    ``--close RUN_ID``, or continue a comparison with ``seqlab run --resume RUN_ID``."""
     from pipeline_core.errors import ConfigError
-    from pipeline_core.runs import close_comparison, list_comparisons
+    from pipeline_core.runs import close_run, list_comparisons
 
     uri, tracker = _tracker(tracking_uri)
     if close is not None:
         if tracker is None:
             raise ConfigError(f"--close: no MLflow run with id {close!r} in {uri} (no store)")
-        closed = close_comparison(tracker, close)
+        kind, closed = close_run(tracker, close)
         if as_json:
-            print(json.dumps({"closed": close, "model_runs_closed": closed}))
+            print(json.dumps({"closed": close, "kind": kind, "model_runs_closed": closed}))
+            return
+        if kind == "sweep":  # a sweep cannot be resumed
+            print(f"closed sweep {close}: it and {len(closed)} running trial run(s) are KILLED")
             return
         print(
             f"closed comparison {close}: it and {len(closed)} running model run(s) are "
@@ -82,13 +97,13 @@ def runs_command(
         print(json.dumps([row.as_dict() for row in rows], indent=2))
         return
     if not rows:
-        print(f"no comparisons recorded in {uri}")
+        print(f"no comparisons recorded in {uri}, and no sweeps")
         return
-    print(f"recent comparisons in {uri} (newest first)")
+    print(f"recent comparisons and sweeps in {uri} (newest first)")
     print(format_table(rows))
 
 
-COLUMNS = ("parent run", "started", "status", "models", "best", "test bpc", "experiment")
+COLUMNS = ("parent run", "kind", "started", "status", "models", "best", "best figure", "experiment")
 
 
 def format_table(rows: list[Comparison]) -> str:
@@ -96,11 +111,12 @@ def format_table(rows: list[Comparison]) -> str:
     cells = [
         (
             row.run_id,
+            row.kind,
             row.start_time[:16].replace("T", " "),
             row.status,
             f"{row.models_finished}/{row.models_total}",
-            row.best_model or "-",
-            _bpc(row.best_test_bpc) or "-",
+            _best(row),
+            _figure(row),
             row.experiment,
         )
         for row in rows
