@@ -15,7 +15,7 @@ on-disk cache) with the tutorial's settings: ``clean: seed``, ``level: char``,
 Each measurement runs in a fresh Python process (``python -m benchmarks.scaling --one
 FILE``) with a fresh, empty ``SEQLAB_CACHE_DIR``, so every one is cold (the encoded
 corpus is computed and written to the cache, never read from it) and the peak resident
-memory (``getrusage(RUSAGE_SELF).ru_maxrss`` in that process; also after each stage) is
+memory (``VmHWM`` of that process, :func:`peak_rss_mib`; also after each stage) is
 this stage chain's alone. Every process first runs the chain, untimed, on a 5 kB corpus
 (the stages' lazy imports and first calls); a baseline process does only that: its peak
 is the interpreter's and the libraries' own (torch, pandas), and ``data`` = peak -
@@ -120,8 +120,19 @@ def build_corpus(dest: Path, n_bytes: int, data_dir: Path = DATA_DIR) -> int:
 
 # ---- one measurement, in its own process ---------------------------------------------
 def peak_rss_mib() -> float:
-    """This process's peak resident memory so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident memory so far: ``VmHWM`` (KiB) where Linux has it.
+
+    Not ``ru_maxrss`` there: Linux carries it across ``exec`` from the process that
+    spawned this one, so a child of a large parent (``python -m benchmarks all``, after
+    the models' benchmarks) would report the parent's peak, not its own."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def run_stages(source: Path) -> tuple[dict[str, float], dict[str, float], Any, str]:

@@ -315,6 +315,8 @@ def run_command(
 
     # unknown tasks, plugins and bad configs fail before Prefect starts
     resolve_models(run_config.models, make_task(run_config), run_config.train)
+    if resume is not None:
+        check_resume(resume, run_config)
     from flows.compare import run_comparison
     from flows.console import hide_user_error_tracebacks
     from flows.runners import check_execution
@@ -332,6 +334,21 @@ def run_command(
         for failure in result.failures:
             print(f"error: model {failure.label} failed: {failure.error}", file=sys.stderr)
         raise SystemExit(1)
+
+
+def check_resume(parent_id: str, run_config: Any) -> None:
+    """A bad ``--resume`` (no such run, not a comparison, another config) refused in one
+    line before Prefect starts, and without creating a store that is not there; the flow
+    checks it again, with the data, when it plans the resume."""
+    from pipeline_core.errors import ConfigError
+    from pipeline_core.resume import plan_resume
+    from pipeline_core.runs import store_missing
+    from pipeline_core.tracking import get_tracker, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(run_config.tracking.tracking_uri)
+    if store_missing(uri):
+        raise ConfigError(f"--resume: no MLflow run with id {parent_id!r} in {uri} (no store)")
+    plan_resume(get_tracker(uri), parent_id, run_config)
 
 
 def stored_run_config(parent_id: str, tracking_uri: str | None) -> Any:

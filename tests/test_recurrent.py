@@ -62,3 +62,23 @@ def test_bad_sizes_are_one_line_config_errors(params: dict, field: str) -> None:
     for cls in (RNNModel, GRUModel, LSTMModel):
         with pytest.raises(ConfigError, match=field):
             cls(5, params)
+
+
+def test_lstm_forget_bias_sets_each_forget_gate_and_leaves_the_rest() -> None:
+    """torch orders an LSTM's gates i, f, g, o: only the f slice moves, by exactly the
+    value, in every layer and bias vector; 0 (the default) is torch's own init."""
+    plain = LSTMModel.create(5, {"embedding_dim": 4, "hidden_size": 3, "num_layers": 2}, seed=1)
+    primed = LSTMModel.create(
+        5, {"embedding_dim": 4, "hidden_size": 3, "num_layers": 2, "forget_bias": 1.5}, seed=1
+    )
+    before, after = plain.state_dict(), primed.state_dict()
+    for name, value in after.items():
+        if not name.startswith("rnn.bias_"):
+            assert torch.equal(value, before[name]), name  # weights: the same draw
+            continue
+        if "_ih_" in name:  # the gate's whole bias: b_ih + b_hh
+            total = value[3:6] + after[name.replace("_ih_", "_hh_")][3:6]
+            assert torch.equal(total, torch.full((3,), 1.5)), name
+        assert torch.equal(value[:3], before[name][:3]) and torch.equal(value[6:], before[name][6:])
+    with pytest.raises(ConfigError, match="forget_bias"):
+        LSTMModel(5, {"forget_bias": 11.0})

@@ -270,3 +270,10 @@ def test_bad_contract_options_are_one_line(args: list[str], fragment: str, tmp_p
 def test_resume_is_documented_in_the_cli() -> None:
     result = run_cli("run", "--help", cwd=REPO)
     assert "--resume" in result.stdout and "--task" in result.stdout
+
+
+def test_resume_from_a_store_that_is_not_there_creates_none(tmp_path: Path) -> None:
+    """Refused in one line before Prefect starts; the default ./mlruns.db not made."""
+    result = run_cli("run", "--data", "synthetic:markov", "--resume", "0" * 32, cwd=tmp_path)
+    assert_one_line_error(result, "--resume", "no MLflow run with id", "(no store)")
+    assert not (tmp_path / "mlruns.db").exists()

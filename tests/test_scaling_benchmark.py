@@ -5,13 +5,15 @@ the cleaned corpus rebuilt here, and a bad ``--sizes`` is a one-line error."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from benchmarks import scaling as bench
 from pipeline_core.cleaning import seed_clean_bytes
-from tests.conftest import DATA, run_benchmarks
+from tests.conftest import DATA, REPO, run_benchmarks
 
 TEXTS = [DATA / name for name in ("wonderland.txt", "tiny-shakespeare.txt", "nottingham-jigs.txt")]
 pytestmark = pytest.mark.skipif(
@@ -100,3 +102,29 @@ def test_build_corpus_is_the_texts_repeated_and_cut_at_a_character(tmp_path: Pat
         data = (tmp_path / "c.txt").read_bytes()
         assert data == corpus_bytes(n_bytes) and written == len(data)
         assert n_bytes - 4 < written <= n_bytes
+
+
+PRINT_PEAK = "from benchmarks.scaling import peak_rss_mib; print(peak_rss_mib())"
+
+
+def test_a_child_reports_its_own_peak_not_its_parents() -> None:
+    """``python -m benchmarks all`` spawns the measurements from a process that has run
+    the model benchmarks: Linux keeps ``ru_maxrss`` across exec, ``VmHWM`` it resets."""
+    from benchmarks.scaling import peak_rss_mib
+
+    ballast = b"\x01" * (768 << 20)  # resident: every page written
+    assert peak_rss_mib() > 768
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from benchmarks.scaling import peak_rss_mib; print(peak_rss_mib())",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert float(child.stdout) < 700, child.stdout  # its imports only, not the ballast
+    del ballast
