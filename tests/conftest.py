@@ -54,12 +54,19 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def no_registry_uri_left_behind() -> Iterator[None]:
     """MLflow keeps a registry URI process-wide (and exports it as MLFLOW_REGISTRY_URI to
     every later subprocess): whatever a test sets there ends with the test, or a later
-    test's client reads another store's registry."""
+    test's client reads another store's registry. ``mlflow.set_tracking_uri`` (which a
+    Tracker calls) exports MLFLOW_TRACKING_URI the same way: a later CLI subprocess
+    without ``--tracking-uri`` would write into that test's store."""
+    tracking_before = os.environ.get("MLFLOW_TRACKING_URI")
     yield
     from mlflow.tracking._model_registry import utils as registry_utils
 
     registry_utils._registry_uri = None
     os.environ.pop("MLFLOW_REGISTRY_URI", None)
+    if tracking_before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_before
 
 
 @pytest.fixture(scope="session")

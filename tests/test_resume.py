@@ -272,8 +272,11 @@ def test_resume_is_documented_in_the_cli() -> None:
     assert "--resume" in result.stdout and "--task" in result.stdout
 
 
-def test_resume_from_a_store_that_is_not_there_creates_none(tmp_path: Path) -> None:
+def test_resume_from_a_store_that_is_not_there_creates_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Refused in one line before Prefect starts; the default ./mlruns.db not made."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the default store, here
     result = run_cli("run", "--data", "synthetic:markov", "--resume", "0" * 32, cwd=tmp_path)
     assert_one_line_error(result, "--resume", "no MLflow run with id", "(no store)")
     assert not (tmp_path / "mlruns.db").exists()
