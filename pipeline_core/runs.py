@@ -16,10 +16,11 @@ import json
 import math
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pipeline_core.errors import ConfigError
 from pipeline_core.tracking import PARENT_TAG, RunRef, Tracker
@@ -28,6 +29,7 @@ KINDS = ("compare", "sweep")
 NOUNS = {"compare": "comparison", "sweep": "sweep"}
 COMPARE_METRIC = "test_bpc"
 STALE = "RUNNING (stale: process gone)"
+T = TypeVar("T")
 
 
 def store_missing(uri: str) -> bool:
@@ -147,18 +149,16 @@ def _best_trial(run: Any, children: list[Any]) -> tuple[int | None, float | None
     value = run.data.metrics.get(f"best_{metric}")
     if number.isdigit() and value is not None:
         return int(number), float(value)
-    scored = [
-        (float(c.data.metrics["trial_value"]), int(c.data.tags["seqlab.trial"]))
-        for c in children
-        if c.info.status == "FINISHED"
-        and c.data.tags.get("seqlab.trial_state") == "COMPLETE"
-        and c.data.tags.get("seqlab.trial", "").isdigit()
-        and "trial_value" in c.data.metrics
-        and math.isfinite(c.data.metrics["trial_value"])
-    ]
-    if not scored:
-        return None, None
-    best_value, best_number = min(scored)
+
+    def complete(child: Any) -> bool:
+        tags = child.data.tags
+        return (
+            tags.get("seqlab.trial_state") == "COMPLETE" and tags.get("seqlab.trial", "").isdigit()
+        )
+
+    best_value, best_number = _lowest(
+        children, "trial_value", lambda c: int(c.data.tags["seqlab.trial"]), complete
+    )
     return best_number, best_value
 
 
@@ -167,17 +167,31 @@ def _best(run: Any, children: list[Any]) -> tuple[str | None, float | None]:
     bpc = run.data.metrics.get("best_test_bpc")
     if name and bpc is not None:
         return name, float(bpc)
+    best_bpc, best_name = _lowest(children, "test_bpc", lambda c: str(c.info.run_name))
+    return best_name, best_bpc
+
+
+def _lowest(
+    children: list[Any],
+    metric: str,
+    name_of: Callable[[Any], T],
+    keep: Callable[[Any], bool] = lambda child: True,
+) -> tuple[float | None, T | None]:
+    """The lowest finite ``metric`` of the FINISHED children ``keep`` accepts, and what
+    ``name_of`` calls its run: the best so far of a comparison or sweep that did not
+    record its own."""
     scored = [
-        (float(c.data.metrics["test_bpc"]), c.info.run_name)
+        (float(c.data.metrics[metric]), name_of(c))
         for c in children
         if c.info.status == "FINISHED"
-        and "test_bpc" in c.data.metrics
-        and math.isfinite(c.data.metrics["test_bpc"])
+        and keep(c)
+        and metric in c.data.metrics
+        and math.isfinite(c.data.metrics[metric])
     ]
     if not scored:
         return None, None
-    best_bpc, best_name = min(scored)
-    return best_name, best_bpc
+    value, name = min(scored, key=lambda pair: (pair[0], str(pair[1])))  # ties: by name
+    return value, name
 
 
 def _started(ms: int | None) -> str:
