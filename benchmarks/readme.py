@@ -134,7 +134,7 @@ def leaderboards(figures: dict[str, Any]) -> list[str]:
         test = (
             f", test = the last {about['test_chars']:,} characters" if "test_chars" in about else ""
         )
-        lines += [f"**{corpus}** ({about.get('clean', '?')} cleaning{test})", ""]
+        lines += [f"**{corpus}** (cleaning: {about.get('clean', '?')}{test})", ""]
         lines += [
             "| rank | row | test bpc | dynamic eval. bpc | note |",
             "| --- | --- | --- | --- | --- |",

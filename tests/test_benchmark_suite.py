@@ -327,7 +327,7 @@ def test_a_leaderboard_per_corpus_ranks_the_static_rows_and_keeps_dynamic_apart(
         "settings": {"seed": 0},
     }
     lines = gen.leaderboards(figures)
-    assert lines[0] == "**alice** (seed cleaning, test = the last 14,264 characters)"
+    assert lines[0] == "**alice** (cleaning: seed, test = the last 14,264 characters)"
     rows = [line for line in lines if line.startswith("| ") and line[2].isdigit()]
     assert rows == [
         "| 1 | ppmd | 1.7700 |  | PPMd |",
