@@ -276,3 +276,41 @@ def test_threads_and_a_scheduler_on_another_host_are_refused() -> None:
         check_runner(validate_model(RunConfig, values))
     values["execution"] = {"runner": "dask", "dask_address": "tcp://127.0.0.1:8786"}
     check_runner(validate_model(RunConfig, values))
+
+
+@pytest.mark.slow
+def test_a_bad_trial_is_pruned_end_to_end(prefect_server: str, tmp_path: Path) -> None:
+    """Two learning rates, one that learns and one that cannot (1e-6): every hopeless
+    trial drawn after a good one completed is stopped after its first epoch by the
+    median pruner and recorded as such; the good ones run all their epochs."""
+    values = config_values(
+        sampler="random", seed=0, pruner="median", warmup_epochs=0, startup_trials=1
+    )
+    values["train"]["epochs"] = 3
+    values["sweep"]["space"] = {"train.lr": {"choices": [0.03, 1.0e-6]}}
+    config = tmp_path / "sweep.yaml"
+    config.write_text(yaml.safe_dump(values), encoding="utf-8")
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    result = run_cli("sweep", "--config", str(config), "--trials", "4", "--tracking-uri", uri)
+    assert result.returncode == 0, result.stderr[-3000:]
+    parent_id = result.stdout.split("MLflow parent run: ")[1].split()[0]
+    parent, children = sweep_runs(uri, parent_id)
+    client = MlflowClient(tracking_uri=uri)
+    trials = sorted(children, key=lambda c: int(c.data.tags["seqlab.trial"]))
+    first_good = next(
+        i for i, c in enumerate(trials) if float(c.data.params["trial.train.lr"]) == 0.03
+    )
+    hopeless = [c for c in trials[first_good + 1 :] if c.data.params["trial.train.lr"] == "1e-06"]
+    assert hopeless, "seed 0 no longer draws 1e-6 after 0.03: pick another seed"
+    for child in trials:
+        epochs = len({m.step for m in client.get_metric_history(child.info.run_id, "val_bpc")})
+        state = child.data.tags["seqlab.trial_state"]
+        assert child.info.status == "FINISHED"
+        if child in hopeless:
+            assert (state, epochs) == ("PRUNED", 1), child.data.tags
+        elif float(child.data.params["trial.train.lr"]) == 0.03:
+            assert (state, epochs) == ("COMPLETE", 3), child.data.tags
+    pruned = sum(c.data.tags["seqlab.trial_state"] == "PRUNED" for c in trials)
+    assert parent.data.metrics["trials_pruned"] == pruned >= len(hopeless)
+    assert json.loads(parent.data.tags["seqlab.best_params"]) == {"train.lr": 0.03}
+    assert f"trial {int(hopeless[0].data.tags['seqlab.trial']) + 1}/4 pruned" in result.stdout
