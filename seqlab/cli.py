@@ -338,25 +338,30 @@ def run_command(
 
 def check_resume(parent_id: str, run_config: Any) -> None:
     """A bad ``--resume`` (no such run, not a comparison, another config) refused in one
-    line before Prefect starts, and without creating a store that is not there; the flow
-    checks it again, with the data, when it plans the resume."""
-    from pipeline_core.errors import ConfigError
+    line before Prefect starts; the flow checks it again, with the data, when it plans
+    the resume."""
     from pipeline_core.resume import plan_resume
+
+    plan_resume(resume_tracker(parent_id, run_config.tracking.tracking_uri), parent_id, run_config)
+
+
+def resume_tracker(parent_id: str, tracking_uri: str | None) -> Any:
+    """The store a ``--resume`` reads, refused in one line when it is not there: opening
+    a missing SQLite store would create it, for nothing."""
     from pipeline_core.runs import store_missing
     from pipeline_core.tracking import get_tracker, resolve_tracking_uri
 
-    uri = resolve_tracking_uri(run_config.tracking.tracking_uri)
+    uri = resolve_tracking_uri(tracking_uri)
     if store_missing(uri):
         raise ConfigError(f"--resume: no MLflow run with id {parent_id!r} in {uri} (no store)")
-    plan_resume(get_tracker(uri), parent_id, run_config)
+    return get_tracker(uri)
 
 
 def stored_run_config(parent_id: str, tracking_uri: str | None) -> Any:
     """``--resume ID`` alone: the config the comparison was started with."""
     from pipeline_core.resume import stored_config
-    from pipeline_core.tracking import get_tracker
 
-    stored = stored_config(get_tracker(tracking_uri), parent_id)
+    stored = stored_config(resume_tracker(parent_id, tracking_uri), parent_id)
     if tracking_uri is not None:
         stored.tracking.tracking_uri = tracking_uri
     return stored

@@ -110,18 +110,13 @@ def migrated_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def fresh_store(path: Path, template: Path) -> str:
-    """The tracking URI of a new, empty store at ``path`` (a copy of ``template``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(template, path)
-    return f"sqlite:///{path}"
-
-
 @pytest.fixture
 def tracking_uri(tmp_path: Path, migrated_store: Path) -> str:
     """A new, empty store in the test's own folder (``mlruns.db``: where a CLI run in
     ``tmp_path`` without ``--tracking-uri`` would write too)."""
-    return fresh_store(tmp_path / "mlruns.db", migrated_store)
+    store = tmp_path / "mlruns.db"
+    shutil.copyfile(migrated_store, store)
+    return f"sqlite:///{store}"
 
 
 @dataclass

@@ -277,6 +277,7 @@ def test_resume_from_a_store_that_is_not_there_creates_none(
 ) -> None:
     """Refused in one line before Prefect starts; the default ./mlruns.db not made."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the default store, here
-    result = run_cli("run", "--data", "synthetic:markov", "--resume", "0" * 32, cwd=tmp_path)
-    assert_one_line_error(result, "--resume", "no MLflow run with id", "(no store)")
-    assert not (tmp_path / "mlruns.db").exists()
+    for given in (["--data", "synthetic:markov"], []):  # a config given, or the stored one
+        result = run_cli("run", *given, "--resume", "0" * 32, cwd=tmp_path)
+        assert_one_line_error(result, "--resume", "no MLflow run with id", "(no store)")
+        assert not (tmp_path / "mlruns.db").exists()
