@@ -27,12 +27,14 @@ demo: install
 	$(BIN)/seqlab run --config configs/demo-long-lag.yaml
 
 # one pytest worker per core, each test file on one worker (its module fixtures built
-# once), one torch thread per worker (tests/conftest.py)
+# once), the heaviest files first (tests/conftest.py), one torch thread per worker
+PYTEST := $(BIN)/pytest -q -n auto --dist loadfile --no-loadscope-reorder
+
 test: install
-	$(BIN)/pytest -q -n auto --dist loadfile --durations=25
+	$(PYTEST) --durations=25
 
 test-fast: install
-	$(BIN)/pytest -q -n auto --dist loadfile -m "not slow"
+	$(PYTEST) -m "not slow"
 
 lint: install
 	$(BIN)/ruff check .

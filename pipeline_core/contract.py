@@ -17,6 +17,12 @@ recurrent plugin may set ``stateful = True`` and implement
 ``forward(x, state=None) -> (logits, state)``: it then trains by truncated BPTT over
 contiguous streams and scores a split in one O(N) pass carrying its state.
 
+Carried-state scoring is optional for any plugin: one that answers
+:meth:`SequenceModel.stream_log_proba` says so per instance (:attr:`~SequenceModel.can_stream`)
+and, for a run, per config (:meth:`~SequenceModel.scores_streaming`): a stateful neural
+plugin trained by stateful BPTT does, and so does a mixture holding one. The default is
+windows, so a plugin written before this changes nothing.
+
 This module imports neither the trainer nor the metrics (a test keeps it so).
 
 Construction takes only ``vocab_size`` and a config (no data-dependent state before
@@ -40,7 +46,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from pipeline_core.config import validate_model
+from pipeline_core.config import TrainConfig, validate_model
 from pipeline_core.errors import ConfigError, DataError, PluginError
 
 TaskKind = Literal["next-token", "fill-blank", "transduce", "classify", "regress"]
@@ -188,6 +194,26 @@ class SequenceModel(ABC):
         state), so only the scoring window limits it. The demo's explanation compares it
         with how far back a source's law reaches."""
         return None
+
+    def stream_log_proba(
+        self, ids: np.ndarray, state: State = None, chunk: int = 512
+    ) -> tuple[np.ndarray, State]:
+        """Carried-state scoring (only where :attr:`can_stream`): log p(ids[t+1] | all
+        read so far) for every t, (len(ids), V), and the state that continues after
+        ``ids`` (``state=None``: a fresh start); ``chunk`` bounds one neural pass."""
+        raise PluginError(f"{type(self).__name__} carries no state")
+
+    @property
+    def can_stream(self) -> bool:
+        """Whether this instance answers :meth:`stream_log_proba` (default: no)."""
+        return False
+
+    @classmethod
+    def scores_streaming(cls, config: Mapping[str, Any], train: TrainConfig) -> bool:
+        """Whether a run scores a model of this class, built from ``config`` and trained
+        under ``train``, with its state carried (the leaderboard's "carried state")
+        rather than on windows. Decided from the config, before anything is built."""
+        return False
 
     @property
     @abstractmethod
@@ -515,6 +541,15 @@ class TorchSequenceModel(torch.nn.Module, SequenceModel):
         finally:
             self.train(was_training)
         return out.cpu().numpy()
+
+    @property
+    def can_stream(self) -> bool:
+        return bool(self.stateful)
+
+    @classmethod
+    def scores_streaming(cls, config: Mapping[str, Any], train: TrainConfig) -> bool:
+        """Stateful plugins trained by stateful BPTT: scored as they were trained."""
+        return bool(cls.stateful) and train.bptt == "stateful"
 
     @torch.no_grad()
     def stream_log_proba(

@@ -104,10 +104,10 @@ def score_dynamic(
 ) -> TargetScores:
     """log p of ``ids[first:]``, each scored before anything learns from it.
 
-    With ``carry_state`` (stateful neural plugins) one pass carries the state from
-    ``ids[0]``; otherwise each token is scored after its ``context_len`` predecessors
-    (``first >= context_len``). Raises :class:`AdaptNotSupported` for a plugin that
-    cannot learn during evaluation."""
+    With ``carry_state`` (plugins that can stream: stateful neural ones, a mixture
+    holding one) one pass carries the state from ``ids[0]``; otherwise each token is
+    scored after its ``context_len`` predecessors (``first >= context_len``). Raises
+    :class:`AdaptNotSupported` for a plugin that cannot learn during evaluation."""
     ids = np.asarray(ids, dtype=np.int64)
     if isinstance(model, TorchSequenceModel):
         work = copy.deepcopy(model)
@@ -116,6 +116,10 @@ def score_dynamic(
                 scores = _torch_stream(work, ids, first, settings)
             else:
                 scores = _torch_windows(work, ids, first, context_len, settings)
+    elif carry_state:
+        scores = _count_stream(
+            copy.deepcopy(model), ids, first, AdaptContext(settings, context_len)
+        )
     else:
         with _adapting(AdaptContext(settings, context_len)):
             scores = _count_windows(copy.deepcopy(model), ids, first, context_len, settings)
@@ -138,6 +142,28 @@ def _count_windows(
         contexts = windows[positions - context_len].astype(np.int64)
         parts.append(score_targets(model, contexts, ids[start:stop]))
         model.adapt(ids[first:stop], stop - start)
+    return _concat(parts)
+
+
+def _count_stream(
+    model: SequenceModel, ids: np.ndarray, first: int, context: AdaptContext
+) -> TargetScores:
+    """Carried state for a plugin that is not itself neural (a mixture holding a
+    stateful net): warm up on ``ids[:first - 1]`` in one static pass, as
+    :func:`_torch_stream` does, then inside the dynamic evaluation each segment scored
+    through ``stream_log_proba``, then learned from by ``adapt``."""
+    if not model.can_stream:
+        raise AdaptNotSupported(f"{type(model).__name__} carries no state")
+    state: State = None
+    if first > 1:
+        _, state = model.stream_log_proba(ids[: first - 1], None, chunk=first - 1)
+    parts = []
+    with _adapting(context):
+        for start, stop in _segments(first, len(ids), context.settings.segment):
+            lp, state = model.stream_log_proba(ids[start - 1 : stop - 1], state)
+            check_log_proba(lp, stop - start, model.vocab_size, model, start - first)
+            parts.append(target_scores(lp, ids[start:stop]))
+            model.adapt(ids[first:stop], stop - start)
     return _concat(parts)
 
 
@@ -194,6 +220,38 @@ class TailLearner:
             logits, _ = model.step(x, None)
             lp = torch.log_softmax(logits[0, -count:].double(), dim=-1)
             self.sgd.step(-lp.gather(1, targets[:, None]).mean())
+
+
+class StreamLearner:
+    """Adapts a stateful neural model held inside another plugin (a mixture's component
+    scored with its state carried) as :func:`_torch_stream` adapts one scored alone:
+    :meth:`score` reads a segment from the carried state in one pass that keeps its
+    graph, and :meth:`learn` then takes one :class:`_Sgd` step on that segment's mean
+    loss, so each token is scored before the step that learns from it."""
+
+    def __init__(self, model: TorchSequenceModel, context: AdaptContext) -> None:
+        self.model, self.sgd = model, _Sgd(model, context.settings)
+        self.pending: torch.Tensor | None = None
+
+    def score(self, ids: np.ndarray, state: State) -> tuple[np.ndarray, State]:
+        """Rows (len(ids), V) predicting the token after each id, and the state after."""
+        model = self.model
+        model.eval()
+        x = torch.from_numpy(np.asarray(ids, dtype=np.int64)[None, :]).to(model.device)
+        with torch.backends.cudnn.flags(enabled=False), torch.enable_grad():
+            logits, state = model.step(x, state)
+            self.pending = torch.log_softmax(logits[0].double(), dim=-1)
+        return self.pending.detach().cpu().numpy(), detach_state(state)
+
+    def learn(self, targets: np.ndarray) -> None:
+        """One step on the last scored rows' loss (their targets: the last ``targets``)."""
+        lp, self.pending = self.pending, None
+        count = min(len(targets), 0 if lp is None else len(lp))
+        if lp is None or count == 0:
+            return
+        index = torch.from_numpy(np.asarray(targets[-count:], dtype=np.int64)).to(lp.device)
+        with torch.backends.cudnn.flags(enabled=False):
+            self.sgd.step(-lp[-count:].gather(1, index[:, None]).mean())
 
 
 def _extra_adapt(model: TorchSequenceModel, history: np.ndarray, new: int) -> None:

@@ -162,11 +162,10 @@ def resolve_models(
 
 
 def carries_state(resolved: ResolvedModel) -> bool:
-    """Stateful plugins trained by stateful BPTT score with their state carried."""
-    cls = resolved.plugin_cls
-    return (
-        issubclass(cls, TorchSequenceModel) and cls.stateful and resolved.train.bptt == "stateful"
-    )
+    """Whether the plugin is scored with its state carried under this config and
+    training (:meth:`SequenceModel.scores_streaming`): a stateful plugin trained by
+    stateful BPTT, or a mixture holding one."""
+    return resolved.plugin_cls.scores_streaming(resolved.config, resolved.train)
 
 
 @dataclass

@@ -1,9 +1,10 @@
 """Generation from a seed text: greedy, temperature and top-k sampling, and scoring a
 sequence, through ``log_proba`` only, so every plugin generates the same way.
 
-A stateful plugin (``TorchSequenceModel.stateful``) carries its state instead: the
-prompt is read once and each new token costs one step, O(n) for n tokens, where the
-window path re-reads ``context_len`` tokens per token. When the window covers the whole
+A stateful plugin (``SequenceModel.can_stream``: a stateful net, or a mixture holding
+one trained statefully) carries its state instead: the prompt is read once and each
+new token costs one step, O(n) for n tokens, where the window path re-reads
+``context_len`` tokens per token. When the window covers the whole
 sequence both paths compute the same distributions, so they give the same tokens."""
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from pipeline_core.config import Level
-from pipeline_core.contract import SequenceModel, State, TorchSequenceModel
+from pipeline_core.contract import SequenceModel, State
 from pipeline_core.errors import ConfigError, DataError, PluginError
 from pipeline_core.vectorize import Vocabulary, detokenize, tokenize
 
@@ -50,7 +51,7 @@ def unknown_tokens(text: str, vocab: Vocabulary, level: Level) -> list[str]:
 
 def is_stateful(model: SequenceModel) -> bool:
     """True when ``model`` can carry its state from one token to the next."""
-    return isinstance(model, TorchSequenceModel) and model.stateful
+    return model.can_stream
 
 
 def _carry(model: SequenceModel, carry_state: bool | None) -> bool:
@@ -125,7 +126,6 @@ def generate(
     rng = np.random.default_rng(seed)
     out: list[int] = []
     if _carry(model, carry_state):
-        assert isinstance(model, TorchSequenceModel)
         rows, state = model.stream_log_proba(np.asarray(ids, dtype=np.int64))
         for i in range(n_tokens):
             nxt = sample_next(rows[-1], temperature, top_k, rng)
@@ -153,7 +153,6 @@ def token_log_probs(
     if len(seq) < 2:
         return np.zeros(0)
     if _carry(model, carry_state):
-        assert isinstance(model, TorchSequenceModel)
         parts = []
         state: State = None
         for start in range(0, len(seq) - 1, SCORE_BATCH):

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from pipeline_core.contract import SequenceModel, TorchSequenceModel
+from pipeline_core.contract import SequenceModel
 from pipeline_core.errors import DataError, PluginError, PluginOutputError
 from pipeline_core.vectorize import EncodedCorpus, sliding_windows
 
@@ -146,7 +146,7 @@ def score_targets(
 
 
 def score_stream(
-    model: TorchSequenceModel, ids: np.ndarray, first: int, chunk: int = 2048
+    model: SequenceModel, ids: np.ndarray, first: int, chunk: int = 2048
 ) -> TargetScores:
     """Carried-state scoring: one O(N) pass over ``ids``, scoring ``ids[first:]`` (each
     token after all of ``ids`` before it); the same checks as :func:`score_targets`."""
@@ -184,7 +184,8 @@ def summarize(scores: TargetScores, n_chars: int) -> Scores:
 
 
 def can_carry_state(model: SequenceModel) -> bool:
-    return isinstance(model, TorchSequenceModel) and model.stateful
+    """A stateful net, or a plugin holding one (:attr:`SequenceModel.can_stream`)."""
+    return model.can_stream
 
 
 def evaluate(
@@ -197,11 +198,12 @@ def evaluate(
     """Score ``model`` on every token of ``split``; identical positions for every plugin.
 
     Windows (default): each scored token after its ``context_len`` predecessors. With
-    ``carry_state`` (stateful plugins): one pass from ``context_len`` tokens before the
-    first scored one, so every token sees at least the context the windows give."""
+    ``carry_state`` (plugins that :func:`can_carry_state`): one pass from ``context_len``
+    tokens before the first scored one, so every token sees at least the context the
+    windows give."""
     positions = corpus.scoring_positions(split)
     if carry_state:
-        if not isinstance(model, TorchSequenceModel) or not model.stateful:
+        if not can_carry_state(model):
             raise PluginError(f"{type(model).__name__} carries no state to score with")
         warm = max(0, int(positions[0]) - corpus.config.context_len) if len(positions) else 0
         stop = corpus.span(split)[1]

@@ -10,10 +10,11 @@ blending, PAQ's mixers) get most of their edge from exactly this.
 count-based one by its own ``fit``; a neural one by seqlab's Trainer under its own
 ``train`` settings, seeded ``seed + i`` unless they set one: the mixture is count-based
 to seqlab, so a run's ``train`` section never reaches it). Then every token of the val
-split is scored by every component with the ``data.context_len`` tokens before it (the
-train split's tail is the context of the first val tokens: the splits are contiguous,
-so these are exactly the positions and contexts ``seqlab run`` scores val on), and the
-weights are fitted to those probabilities by EM. The mixture's log-likelihood is
+split is scored by every component exactly as the test will be (below: on windows of
+the ``data.context_len`` tokens before it, or with carried state; the train split's
+tail is the context of the first val tokens: the splits are contiguous, so these are
+exactly the positions and contexts ``seqlab run`` scores val on), and the weights are
+fitted to those probabilities by EM. The mixture's log-likelihood is
 concave in the weights and EM increases it monotonically; a Dirichlet prior of
 ``prior`` pseudo-tokens per component (MAP-EM) keeps every weight above 0, so no
 component is ever ruled out on a token the val split happened not to need it for. The
@@ -30,6 +31,17 @@ the global weights: a bucket with little val data stays near the global weights,
 with much data follows its own. Contexts shorter than ``context_order`` tokens use the
 global weights.
 
+**Carried state.** A component that is stateful and trained with its own ``train:
+{bptt: stateful}`` is scored alone with its state carried through the split
+(``SequenceModel.scores_streaming``), and so it is here. A mixture holding one streams
+(:meth:`MixtureModel.stream_log_proba`, ``can_stream``; a run labels it "carried
+state"): one O(N) pass in which each such component carries its state exactly as it
+would alone (the same pieces, the same warm start ``context_len`` tokens before the
+first scored token), while every other component reads its window of the last
+``context_len`` tokens, as on windows (the mixture keeps that width from ``fit`` in
+its checkpoint). The per-context bucket still comes from the window. A mixture without
+such a component is scored on windows, as before.
+
 **No val split** (``data.val`` is None or gives no scored token): the weights are equal
 and a warning says so; the mixture then is a plain average, still a valid model.
 
@@ -38,9 +50,12 @@ weights and the per-context count tables; the components' plugins and params liv
 mixture's config, so ``load`` rebuilds them from the checkpoint's ``init_args``.
 
 **Dynamic evaluation.** :meth:`MixtureModel.adapt` adapts each component that can learn:
-count-based ones through their own ``adapt``, neural ones by the SGD step seqlab gives a
-neural plugin scored on windows (:class:`~pipeline_core.dynamic.TailLearner`, with the
-run's ``train.dynamic_*`` settings); the mixture weights stay those fitted on val.
+count-based ones through their own ``adapt``; neural ones by the SGD step seqlab gives
+a neural plugin scored the same way, with the run's ``train.dynamic_*`` settings: on
+windows (:class:`~pipeline_core.dynamic.TailLearner`), or, when the mixture streams, the
+step on the segment just scored with the state carried, as that plugin alone would
+take it (:class:`~pipeline_core.dynamic.StreamLearner`). Each segment is scored before
+anything learns from it; the mixture weights stay those fitted on val.
 """
 
 from __future__ import annotations
@@ -48,6 +63,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -55,7 +71,7 @@ import torch
 from pydantic import Field, model_validator
 
 from pipeline_core.config import validate_model
-from pipeline_core.dynamic import TailLearner, active_adapt_context
+from pipeline_core.dynamic import StreamLearner, TailLearner, active_adapt_context
 from pipeline_core.registry import load_plugin
 from seqlab.api import (
     AdaptNotSupported,
@@ -68,6 +84,7 @@ from seqlab.api import (
     PluginConfig,
     PluginError,
     SequenceModel,
+    State,
     TaskKind,
     TorchSequenceModel,
     TrainConfig,
@@ -77,8 +94,11 @@ from seqlab.api import (
 
 #: EM stops when no weight moves by more than this between two iterations
 EM_TOL = 1e-10
-#: rows of contexts scored at once (O(batch x V) memory per component)
+#: rows of contexts scored at once (O(batch x V) memory per component); also the
+#: pieces a carried-state pass reads, as ``metrics.score_stream`` reads them
 BATCH = 2048
+#: ids per neural pass inside a carried-state piece (``stream_log_proba``'s default)
+CHUNK = 512
 
 
 class ComponentSpec(PluginConfig):
@@ -114,6 +134,11 @@ class ComponentSpec(PluginConfig):
         """The Trainer's settings: ``train`` over a quiet default seeded with ``seed``."""
         values = {"progress": False, "seed": seed, **self.train}
         return validate_model(TrainConfig, values, where="train")
+
+    def streams(self) -> bool:
+        """Scored with its state carried, as it would be alone: a stateful plugin whose
+        own ``train`` has ``bptt: stateful``."""
+        return load_plugin(self.plugin).scores_streaming(self.params, self.train_config(0))
 
 
 def _bare(err: ConfigError) -> str:
@@ -236,6 +261,39 @@ class ContextCounts:
         return out
 
 
+@dataclass(frozen=True)
+class StreamState:
+    """Where a mixture's carried-state pass stands: its streamed components' states,
+    and the last tokens read (the start of the next windows)."""
+
+    carried: tuple[State, ...]
+    tail: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """One stretch of a carried-state pass: every row's window, grouped as
+    ``(first row, contexts)``, and each streamed component's rows (n, V)."""
+
+    n: int
+    windows: list[tuple[int, np.ndarray]]
+    streamed: dict[int, np.ndarray]
+
+
+def window_groups(text: np.ndarray, offset: int, width: int) -> list[tuple[int, np.ndarray]]:
+    """The window of row t: the ``width`` tokens of ``text`` ending at ``offset + t``
+    (fewer at the very start of a pass: one group per such row, as each is shorter).
+    Returns ``(first row, contexts)`` groups covering rows 0 .. len(text) - offset - 1."""
+    n = len(text) - offset
+    short = max(0, min(n, width - 1 - offset))
+    groups = [(t, text[None, : offset + t + 1].copy()) for t in range(short)]
+    if short < n:
+        views = np.lib.stride_tricks.sliding_window_view(text, width)
+        first = offset + short - width + 1
+        groups.append((short, np.ascontiguousarray(views[first : first + n - short])))
+    return groups
+
+
 class MixtureModel(SequenceModel):
     """A convex combination of registered plugins, weights fitted on the val split."""
 
@@ -267,10 +325,36 @@ class MixtureModel(SequenceModel):
         self.counts: ContextCounts | None = None
         #: neural components' learners during dynamic evaluation (on its copy only)
         self.learners: dict[int, TailLearner] = {}
+        #: the components scored with their state carried (stateful, trained statefully)
+        self.streamed: tuple[int, ...] = tuple(
+            i
+            for i, (spec, model) in enumerate(
+                zip(self.config.components, self.components, strict=True)
+            )
+            if model.can_stream and spec.streams()
+        )
+        #: the window (``data.context_len``) the other components read while streaming
+        self.window: int | None = None
+        #: streamed components' learners during a carried-state dynamic evaluation
+        self.stream_learners: dict[int, StreamLearner] = {}
 
     @property
     def per_context(self) -> bool:
         return self.config.weights == "per_context"
+
+    @property
+    def can_stream(self) -> bool:
+        """A component carries state when scored alone, and the window the others read
+        is known (from ``fit`` or the checkpoint)."""
+        return bool(self.streamed) and self.window is not None
+
+    @classmethod
+    def scores_streaming(cls, config: Mapping[str, Any], train: TrainConfig) -> bool:
+        """A mixture holding a component that streams alone streams too (the run's
+        ``train`` never reaches the mixture: each component has its own)."""
+        parsed = cls.make_config(config)
+        assert isinstance(parsed, MixtureConfig)
+        return any(spec.streams() for spec in parsed.components)
 
     def context_reach(self) -> int | None:
         """The farthest any component looks (and the bucketing context, per context)."""
@@ -305,19 +389,19 @@ class MixtureModel(SequenceModel):
             if self.per_context
             else None
         )
-        contexts, targets = self.val_positions(data)
+        self.window = max(1, int(data.context_len))
+        logp, rows = self.val_logp(data)
         val_nll = float("nan")
-        if len(targets) == 0:
+        if len(logp) == 0:
             warnings.warn(
                 "mixture: no val tokens to fit the weights on; using equal weights",
                 stacklevel=2,
             )
-            rows = 1 + (self.config.buckets if self.per_context else 0)
-            self.weights = np.full((rows, k), 1.0 / k)
+            n_rows = 1 + (self.config.buckets if self.per_context else 0)
+            self.weights = np.full((n_rows, k), 1.0 / k)
         else:
-            logp = self.component_target_logp(contexts, targets)
-            self.weights = self.fit_weights(logp, self.bucket_of(contexts))
-            val_nll = float(-self.target_logp(logp, contexts).mean())
+            self.weights = self.fit_weights(logp, rows)
+            val_nll = float(-mixture_log_likelihood(logp, self.weights[rows]).mean())
         record = EpochRecord(
             epoch=1,
             train_nll=float("nan"),
@@ -328,6 +412,27 @@ class MixtureModel(SequenceModel):
         if on_epoch is not None:
             on_epoch(record)
         return [record]
+
+    def val_logp(self, data: FitData) -> tuple[np.ndarray, np.ndarray]:
+        """(log p_k of each scored val token (N, K), its weight row (N,)), the kind of
+        probabilities the test is scored with: on windows, or, when the mixture
+        streams, in one carried-state pass from ``context_len`` tokens before the first
+        val token, as ``metrics.evaluate`` starts it."""
+        empty = (np.zeros((0, len(self.components))), np.zeros(0, dtype=np.int64))
+        if not self.can_stream:
+            contexts, targets = self.val_positions(data)
+            if len(targets) == 0:
+                return empty
+            return self.component_target_logp(contexts, targets), self.bucket_of(contexts)
+        if data.val is None or len(data.val) == 0:
+            return empty
+        stream = np.concatenate([np.asarray(data.train), np.asarray(data.val)]).astype(np.int64)
+        assert self.window is not None
+        first = max(len(data.train), self.window)
+        if first >= len(stream):
+            return empty
+        warm = first - self.window
+        return self.stream_component_logp(stream[warm:], first - warm)
 
     @staticmethod
     def val_positions(data: FitData) -> tuple[np.ndarray, np.ndarray]:
@@ -353,6 +458,28 @@ class MixtureModel(SequenceModel):
                 lp = np.asarray(model.log_proba(ctx), dtype=np.float64)
                 out[start : start + BATCH, k] = lp[np.arange(len(tgt)), tgt]
         return out
+
+    def stream_component_logp(self, ids: np.ndarray, first: int) -> tuple[np.ndarray, np.ndarray]:
+        """log p_k(ids[t]) for every t >= first and component k (N, K), and each token's
+        weight row, from one carried-state pass over ``ids`` read in the pieces
+        ``metrics.score_stream`` reads (so a streamed component's numbers are exactly
+        those it gets scored alone; the others read their windows)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        n = max(0, len(ids) - first)
+        out, rows = np.empty((n, len(self.components))), np.zeros(n, dtype=np.int64)
+        state: StreamState | None = None
+        for start in range(0, len(ids) - 1, BATCH):
+            piece, state = self._read(ids[start : min(start + BATCH, len(ids) - 1)], state)
+            predicted = np.arange(start + 1, start + 1 + piece.n)  # row i predicts this id
+            keep = predicted >= first
+            if not keep.any():
+                continue
+            at, targets = predicted[keep] - first, ids[predicted[keep]]
+            rows[at] = self._rows(piece)[keep]
+            for k in range(len(self.components)):
+                lp = self._component_logp(k, piece)[keep]
+                out[at, k] = lp[np.arange(len(targets)), targets]
+        return out, rows
 
     def bucket_of(self, contexts: np.ndarray) -> np.ndarray:
         """Each context's weight row: 0 (global) or 1 + its log2 train-count bucket."""
@@ -402,6 +529,75 @@ class MixtureModel(SequenceModel):
         assert mixed is not None
         return mixed - _logsumexp(mixed, axis=1)[:, None]
 
+    def stream_log_proba(
+        self, ids: np.ndarray, state: State = None, chunk: int = CHUNK
+    ) -> tuple[np.ndarray, State]:
+        """Carried state (:attr:`can_stream`): row t mixes, with the weights of its
+        window's bucket, each streamed component's row after everything read so far
+        and each other component's ``log_proba`` of its window (the ``context_len``
+        tokens ending at ``ids[t]``); float64, each row renormalised as in
+        :meth:`log_proba`. The state holds the streamed states and the last tokens."""
+        if self.weights is None:
+            raise NotFittedError("MixtureModel: fit or load before asking for probabilities")
+        piece, after = self._read(ids, state, chunk)
+        logw = np.log(self.weights[self._rows(piece)])
+        mixed: np.ndarray | None = None
+        for k in range(len(self.components)):
+            part = self._component_logp(k, piece) + logw[:, k, None]
+            mixed = part if mixed is None else np.logaddexp(mixed, part)
+        assert mixed is not None
+        return mixed - _logsumexp(mixed, axis=1)[:, None], after
+
+    def _read(
+        self, ids: np.ndarray, state: StreamState | None, chunk: int = CHUNK
+    ) -> tuple[_Piece, StreamState]:
+        """Advance the streamed components over ``ids`` and lay out the others' windows."""
+        if not self.can_stream:
+            raise PluginError(f"{type(self).__name__}: no component carries state")
+        assert self.window is not None
+        seq = as_context_array(np.asarray(ids).reshape(1, -1))[0]
+        if len(seq) == 0:
+            raise DataError("MixtureModel needs a context of at least one token")
+        if seq.min() < 0 or seq.max() >= self.vocab_size:
+            raise DataError(f"token ids must lie in [0, {self.vocab_size})")
+        if state is None:
+            state = StreamState((None,) * len(self.streamed), np.zeros(0, dtype=np.int64))
+        streamed, carried = {}, []
+        for k, before in zip(self.streamed, state.carried, strict=True):
+            streamed[k], after = self._stream_component(k, seq, before, chunk)
+            carried.append(after)
+        text = np.concatenate([state.tail, seq])
+        windows = window_groups(text, len(state.tail), self.window)
+        tail = text[max(0, len(text) - (self.window - 1)) :]
+        return _Piece(len(seq), windows, streamed), StreamState(tuple(carried), tail)
+
+    def _stream_component(
+        self, k: int, ids: np.ndarray, state: State, chunk: int
+    ) -> tuple[np.ndarray, State]:
+        """A streamed component's rows; in a dynamic evaluation, kept for its SGD step."""
+        model, context = self.components[k], active_adapt_context()
+        if context is not None and isinstance(model, TorchSequenceModel):
+            return self.stream_learners.setdefault(k, StreamLearner(model, context)).score(
+                ids, state
+            )
+        return model.stream_log_proba(ids, state, chunk)
+
+    def _component_logp(self, k: int, piece: _Piece) -> np.ndarray:
+        """Component k's rows (n, V): streamed, or its ``log_proba`` of each window."""
+        if k in piece.streamed:
+            return piece.streamed[k]
+        model, out = self.components[k], np.empty((piece.n, self.vocab_size))
+        for row, contexts in piece.windows:
+            for start in range(0, len(contexts), BATCH):
+                batch = contexts[start : start + BATCH]
+                at = row + start
+                out[at : at + len(batch)] = np.asarray(model.log_proba(batch), dtype=np.float64)
+        return out
+
+    def _rows(self, piece: _Piece) -> np.ndarray:
+        """Each row's weight row, from its window as :meth:`bucket_of` reads windows."""
+        return np.concatenate([self.bucket_of(contexts) for _, contexts in piece.windows])
+
     @property
     def is_fitted(self) -> bool:
         return self.weights is not None and all(m.is_fitted for m in self.components)
@@ -415,6 +611,10 @@ class MixtureModel(SequenceModel):
         adapted = 0
         context = active_adapt_context()
         for i, model in enumerate(self.components):
+            if i in self.stream_learners:  # scored with its state carried: a step on that
+                self.stream_learners[i].learn(np.asarray(history)[-new:])
+                adapted += 1
+                continue
             if isinstance(model, TorchSequenceModel) and context is not None:
                 self.learners.setdefault(i, TailLearner(model, context)).learn(history, new)
                 adapted += 1
@@ -433,6 +633,8 @@ class MixtureModel(SequenceModel):
         if self.weights is None:
             raise NotFittedError("MixtureModel: nothing to save before fit()")
         state = {"weights": torch.from_numpy(self.weights.copy())}
+        if self.window is not None:
+            state["window"] = torch.tensor(self.window, dtype=torch.int64)
         if self.counts is not None:
             state.update({f"bucket.{k}": v for k, v in self.counts.state().items()})
         for i, model in enumerate(self.components):
@@ -467,3 +669,5 @@ class MixtureModel(SequenceModel):
                 raise DataError(f"checkpoint does not fit MixtureModel: no state for component {i}")
             model.set_state(sub)
         self.weights, self.counts = weights, counts
+        # a checkpoint from before carried-state scoring holds no window: windows only
+        self.window = int(state["window"].item()) if "window" in state else None

@@ -7,8 +7,8 @@ reached 0.0007), while the vanilla RNN stays near the 1/6 of always answering 1.
 gradient flow of the same runs (with the task's own loss) shows why: the RNN's gradient
 from the answer is gone long before the first marker.
 
-(The longest test file: its name sorts early so that ``pytest -n auto --dist loadfile``
-starts it first and the shorter files fill the other worker meanwhile.)
+(One of the longest test files: ``tests/conftest.py`` ``HEAVIEST_FILES`` has ``make
+test`` start it early, so the shorter files fill the other worker meanwhile.)
 """
 
 from __future__ import annotations

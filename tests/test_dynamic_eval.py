@@ -22,6 +22,7 @@ from pipeline_core.report import ModelReport, score_model
 from pipeline_core.training import train
 from pipeline_core.vectorize import EncodedCorpus, sliding_windows, vectorize
 from plugins.lstm import LSTMModel
+from plugins.mixture import MixtureModel
 from plugins.ngram import NGramModel
 from tests.conftest import assert_one_line_error, run_cli
 
@@ -49,17 +50,36 @@ def fitted_lstm() -> LSTMModel:
     return model
 
 
+STATEFUL_LSTM: dict[str, object] = {
+    "plugin": "lstm",
+    "params": {"embedding_dim": 8, "hidden_size": 16},
+    "train": {"epochs": 1, "batch_size": 16, "lr": 0.01, "num_threads": 1, "bptt": "stateful"},
+}
+
+
+def fitted_mixture(components: list[dict[str, object]]) -> MixtureModel:
+    """A mixture holding a stateful LSTM trained statefully: scored with carried state."""
+    model = MixtureModel.create(V, {"components": components})
+    model.fit(FitData(TRAIN[:2700], TRAIN[2700:], V, CTX))
+    assert model.can_stream
+    return model
+
+
 @pytest.fixture(scope="module")
 def models() -> dict[str, SequenceModel]:
     torch.set_num_threads(1)
-    return {"ngram": fitted_ngram(), "lstm": fitted_lstm()}
+    mixture = fitted_mixture([{"plugin": "ngram", "params": {"order": 3}}, STATEFUL_LSTM])
+    return {"ngram": fitted_ngram(), "lstm": fitted_lstm(), "mixture": mixture}
 
 
 def bits(logp: np.ndarray) -> float:
     return float(-logp.mean() / np.log(2))
 
 
-@pytest.mark.parametrize(("name", "carry"), [("ngram", False), ("lstm", False), ("lstm", True)])
+@pytest.mark.parametrize(
+    ("name", "carry"),
+    [("ngram", False), ("lstm", False), ("lstm", True), ("mixture", True), ("mixture", False)],
+)
 def test_a_token_never_depends_on_itself_or_later_tokens(
     models: dict[str, SequenceModel], name: str, carry: bool
 ) -> None:
@@ -76,14 +96,15 @@ def test_a_token_never_depends_on_itself_or_later_tokens(
         assert not np.array_equal(logp[n:], base[n:])  # the later ones do change
 
 
-@pytest.mark.parametrize(("name", "carry"), [("ngram", False), ("lstm", False), ("lstm", True)])
+@pytest.mark.parametrize(
+    ("name", "carry"), [("ngram", False), ("lstm", False), ("lstm", True), ("mixture", True)]
+)
 def test_the_first_segment_is_scored_as_the_static_model_scores_it(
     models: dict[str, SequenceModel], name: str, carry: bool
 ) -> None:
     model = models[name]
     ids = np.random.default_rng(2).integers(0, V, CTX + 40)
     if carry:
-        assert isinstance(model, TorchSequenceModel)
         static = score_stream(model, ids, CTX).logp
     else:
         windows = sliding_windows(ids, CTX)[: len(ids) - CTX].astype(np.int64)
@@ -114,6 +135,27 @@ def test_repeated_text_costs_far_less_dynamically(
         dynamic = score_dynamic(model, ids, CTX, CTX, DynamicSettings(segment=10))
     assert bits(static[half:]) > 4.0  # the model could not learn the block from train
     assert bits(dynamic.logp[half:]) < 0.5 * bits(static[half:])
+
+
+def test_a_streamed_component_adapts_as_it_does_alone(models: dict[str, SequenceModel]) -> None:
+    """A mixture of one stateful LSTM, scored dynamically with carried state, is that
+    LSTM scored dynamically alone with carried state (the same segments, the same SGD
+    step on each, the same state carried), to 1e-9; it learns from the repeats; and a
+    mixture scored so (beside an n-gram) leaves the static model's state untouched."""
+    lone = fitted_mixture([STATEFUL_LSTM])
+    lstm = lone.components[0]
+    assert isinstance(lstm, TorchSequenceModel) and lone.can_stream
+    ids = np.concatenate([TRAIN[-CTX:], np.tile(np.random.default_rng(4).integers(0, V, 20), 6)])
+    settings = DynamicSettings(lr=0.03, segment=9)
+    alone = score_dynamic(lstm, ids, CTX, CTX, settings, carry_state=True).logp
+    mixed = score_dynamic(lone, ids, CTX, CTX, settings, carry_state=True).logp
+    np.testing.assert_allclose(mixed, alone, rtol=0, atol=1e-9)
+    assert bits(alone[-40:]) < bits(score_stream(lstm, ids, CTX).logp[-40:]) - 0.1  # it learnt
+    mixture = models["mixture"]
+    before = {k: v.clone() for k, v in mixture.get_state().items()}
+    score_dynamic(mixture, ids, CTX, CTX, settings, carry_state=True)
+    for key, value in mixture.get_state().items():
+        assert torch.equal(value, before[key]), key
 
 
 def small_corpus() -> EncodedCorpus:

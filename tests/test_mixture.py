@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ from mlflow import MlflowClient
 from pipeline_core.contract import FitData
 from pipeline_core.errors import ConfigError, DataError
 from pipeline_core.registry import load_checkpoint
-from plugins.mixture import MixtureModel
+from plugins.mixture import MixtureModel, mixture_log_likelihood
 from tests.conftest import WONDERLAND, assert_one_line_error, run_cli
 
 CONTEXT_LEN = 8
@@ -341,3 +342,180 @@ def test_dynamic_evaluation_adapts_neural_components_causally() -> None:
         torch.testing.assert_close(value, before[key], rtol=0, atol=0)
     with pytest.raises(AdaptNotSupported, match="none of its components"):
         mixture.adapt(ids, 10)
+
+
+# ---- carried state: a mixture holding a stateful component trained statefully ----------
+LSTM_TRAIN: dict[str, Any] = {"epochs": 1, "batch_size": 8, "lr": 0.01, "num_threads": 1}
+LSTM_PARAMS: dict[str, Any] = {"embedding_dim": 8, "hidden_size": 16}
+STATEFUL_LSTM = {
+    "plugin": "lstm",
+    "params": LSTM_PARAMS,
+    "train": {**LSTM_TRAIN, "bptt": "stateful"},
+}
+WINDOWED_LSTM = {
+    "plugin": "lstm",
+    "params": LSTM_PARAMS,
+    "train": {**LSTM_TRAIN, "bptt": "windows"},
+}
+
+
+@pytest.fixture(scope="module")
+def streamed() -> tuple[MixtureModel, FitData]:
+    """ngram 3 + a stateful LSTM trained by stateful BPTT, per-context weights."""
+    torch.set_num_threads(1)
+    data = split(markov_text(4000, seed=5))
+    components = [{"plugin": "ngram", "params": {"order": 3}}, STATEFUL_LSTM]
+    model = MixtureModel.create(7, {"components": components, "context_order": 2})
+    model.fit(data)
+    return model, data
+
+
+def unseen() -> np.ndarray:
+    """Text the fit never saw (to follow the train split's last CONTEXT_LEN tokens)."""
+    return markov_text(700, seed=6)
+
+
+def test_streamed_mixture_gives_each_component_what_it_gets_alone(
+    streamed: tuple[MixtureModel, FitData],
+) -> None:
+    """In the mixture's one carried-state pass the stateful LSTM's log-probabilities are
+    those score_stream gives it alone, the n-gram's those of its windows, and the
+    mixture's rows mix exactly those with its bucket's weights."""
+    from pipeline_core.metrics import score_stream, score_targets
+
+    model, data = streamed
+    assert model.streamed == (1,) and model.can_stream and model.window == CONTEXT_LEN
+    ids = np.concatenate([data.train[-CONTEXT_LEN:], unseen()]).astype(np.int64)
+    logp, rows = model.stream_component_logp(ids, CONTEXT_LEN)
+    ngram, lstm = model.components
+    alone = score_stream(lstm, ids, CONTEXT_LEN).logp
+    np.testing.assert_allclose(logp[:, 1], alone, rtol=0, atol=1e-9)
+    windows = np.ascontiguousarray(
+        np.lib.stride_tricks.sliding_window_view(ids, CONTEXT_LEN)[:-1], dtype=np.int64
+    )
+    targets = ids[CONTEXT_LEN:]
+    np.testing.assert_allclose(
+        logp[:, 0], score_targets(ngram, windows, targets).logp, rtol=0, atol=1e-9
+    )
+    np.testing.assert_array_equal(rows, model.bucket_of(windows))
+    assert len(set(rows.tolist())) >= 2  # the per-context weights are really in play
+    # the LSTM really carries its state: on windows of CONTEXT_LEN it scores otherwise
+    windowed = score_targets(lstm, windows, targets).logp
+    assert np.abs(windowed - alone).max() > 1e-4
+    assert model.weights is not None
+    mixed = score_stream(model, ids, CONTEXT_LEN).logp
+    np.testing.assert_allclose(
+        mixed, mixture_log_likelihood(logp, model.weights[rows]), rtol=0, atol=1e-9
+    )
+
+
+def test_streamed_weights_are_fitted_on_carried_state_from_the_train_tail(
+    streamed: tuple[MixtureModel, FitData],
+) -> None:
+    """The val fit reads val as evaluate(carry_state=True) does: one pass from the
+    CONTEXT_LEN train tokens before the first val token; the weights are EM's on those."""
+    from pipeline_core.metrics import score_stream
+
+    model, data = streamed
+    assert data.val is not None
+    logp, rows = model.val_logp(data)
+    assert len(logp) == len(data.val)
+    ids = np.concatenate([data.train[-CONTEXT_LEN:], data.val]).astype(np.int64)
+    np.testing.assert_array_equal(
+        logp[:, 1], score_stream(model.components[1], ids, CONTEXT_LEN).logp
+    )
+    np.testing.assert_array_equal(logp[:, 0], val_component_logp(model, data)[:, 0])
+    np.testing.assert_array_equal(model.weights, model.fit_weights(logp, rows))
+
+
+def test_window_only_mixture_is_scored_as_before() -> None:
+    """Without a component trained statefully (a stateful LSTM trained on windows, an
+    n-gram) the mixture does not stream, and its weights are those of the window path."""
+    from pipeline_core.config import TrainConfig
+    from pipeline_core.errors import PluginError
+
+    params = {"components": [{"plugin": "ngram", "params": {"order": 3}}, WINDOWED_LSTM]}
+    assert not MixtureModel.scores_streaming(params, TrainConfig(bptt="stateful"))
+    data = split(markov_text(3000, seed=7))
+    model = MixtureModel.create(7, params)
+    model.fit(data)
+    assert model.streamed == () and not model.can_stream
+    contexts, targets = model.val_positions(data)
+    old = model.fit_weights(
+        model.component_target_logp(contexts, targets), model.bucket_of(contexts)
+    )
+    np.testing.assert_array_equal(model.weights, old)
+    with pytest.raises(PluginError, match="no component carries state"):
+        model.stream_log_proba(targets[:5])
+    stateful = {"components": [{"plugin": "ngram"}, STATEFUL_LSTM]}
+    assert MixtureModel.scores_streaming(stateful, TrainConfig())
+
+
+def test_streamed_checkpoint_round_trip_streams_the_same_numbers(
+    streamed: tuple[MixtureModel, FitData], tmp_path: Path
+) -> None:
+    """Saved and loaded, the streamed mixture scores the same numbers; a checkpoint
+    from before carried-state scoring (no window) loads and scores on windows."""
+    from pipeline_core.metrics import score_stream
+
+    model, data = streamed
+    vocab = [f"t{i}" for i in range(7)]
+    path = model.save(tmp_path / "mix.pt", vocab=vocab, plugin="mixture")
+    loaded = load_checkpoint(path, vocab=vocab)
+    assert isinstance(loaded, MixtureModel) and loaded.can_stream
+    ids = np.concatenate([data.train[-CONTEXT_LEN:], unseen()]).astype(np.int64)
+    np.testing.assert_array_equal(
+        score_stream(loaded, ids, CONTEXT_LEN).logp, score_stream(model, ids, CONTEXT_LEN).logp
+    )
+    old = {k: v for k, v in model.get_state().items() if k != "window"}
+    before = MixtureModel(7, model.config)
+    before.set_state(old)
+    assert not before.can_stream and before.window is None
+
+
+def test_run_labels_a_mixture_carried_state_only_with_a_statefully_trained_component() -> None:
+    """``seqlab run``'s decision (carries_state of the resolved config) and the report's
+    scoring label: carried state with a stateful LSTM trained statefully, windows
+    without one; the carried scores are evaluate's carried-state figures."""
+    from pipeline_core.config import DataConfig, ModelSpec, TrackingConfig, TrainConfig
+    from pipeline_core.experiment import carries_state, fit_data, resolve_models
+    from pipeline_core.metrics import evaluate
+    from pipeline_core.report import score_model
+    from pipeline_core.vectorize import vectorize
+
+    text = WONDERLAND.read_text(encoding="utf-8")[:12_000]
+    corpus = vectorize(text, DataConfig(context_len=CONTEXT_LEN, clean="none"))
+    specs = [
+        ModelSpec(
+            plugin="mixture",
+            name="carried",
+            params={"components": [{"plugin": "ngram"}, STATEFUL_LSTM]},
+        ),
+        ModelSpec(
+            plugin="mixture",
+            name="windowed",
+            params={"components": [{"plugin": "ngram"}, WINDOWED_LSTM]},
+        ),
+        ModelSpec(plugin="mixture", name="ngrams"),
+    ]
+    resolved = resolve_models(specs, "next-token", TrainConfig(bptt="stateful"))
+    assert [carries_state(r) for r in resolved] == [True, False, False]
+    labels = {}
+    for item in resolved[:2]:
+        model = item.plugin_cls.create(len(corpus.vocab), item.config)
+        model.fit(fit_data(corpus))
+        report = score_model(
+            model,
+            corpus,
+            "next-token",
+            carries_state(item),
+            label=item.label,
+            plugin="mixture",
+            config=item.config,
+            history=[],
+            tracking=TrackingConfig(samples=0),
+        )
+        labels[item.label] = report.scoring
+        carry = carries_state(item)
+        assert report.test_scores == evaluate(model, corpus, "test", carry_state=carry)
+    assert labels == {"carried": "carried state", "windowed": "windows"}
