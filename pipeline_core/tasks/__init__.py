@@ -11,6 +11,7 @@ method it needs (``method``), and how a split is scored with the one metric.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -247,6 +248,51 @@ class Task(ABC):
         self, model: SequenceModel, corpus: EncodedCorpus, split: str, carry_state: bool
     ) -> Scores:
         """The one metric on ``split``: the same positions for every model."""
+
+
+class ExampleTask(Task):
+    """A sequence-level task trained and scored on whole examples (classify, regress):
+    each example one row of the batch, its output read from the model's summary of it.
+    Subclasses say how many train examples there are and what the summary gives."""
+
+    scores_token_stream: ClassVar[bool] = False
+
+    @abstractmethod
+    def n_train_examples(self) -> int:
+        """Examples in the train split (after :meth:`prepare`)."""
+
+    @abstractmethod
+    def summary_outputs(
+        self, model: TorchSequenceModel, x: torch.Tensor, lengths: torch.Tensor
+    ) -> torch.Tensor:
+        """The outputs :meth:`loss` compares with the batch's targets, for padded rows
+        ``x`` whose true lengths are ``lengths``."""
+
+    def n_batches(
+        self, train: np.ndarray, context_len: int, step: int, train_cfg: TrainConfig
+    ) -> int:
+        return example_batches(self.n_train_examples(), train_cfg)
+
+    def check_fill(
+        self, train: np.ndarray, context_len: int, step: int, train_cfg: TrainConfig
+    ) -> None:
+        check_examples_fill(self.name, self.n_train_examples(), "example", train_cfg)
+
+    def forward(
+        self, model: TorchSequenceModel, batch: Batch, state: State, progress: float
+    ) -> tuple[torch.Tensor, State]:
+        """Whole examples start fresh: no state in, none out."""
+        if batch.lengths is None:
+            raise DataError(f"a {self.name} batch needs its lengths")
+        x = torch.from_numpy(np.ascontiguousarray(batch.inputs)).to(model.device)
+        lengths = torch.from_numpy(np.ascontiguousarray(batch.lengths))
+        return self.summary_outputs(model, x, lengths), None
+
+    def scoring_label(self, plugin_cls: type[Any], carry_state: bool) -> str:
+        return "summary"
+
+    def tokens_per_char(self, corpus: EncodedCorpus, split: str) -> float:
+        return math.nan  # a per-example loss has no bits per character
 
 
 _TASKS: dict[str, type[Task]] = {}

@@ -38,11 +38,9 @@ from pipeline_core.labelled import Example, read_examples, split_examples
 from pipeline_core.tasks import (
     Baseline,
     Batch,
-    Task,
+    ExampleTask,
     TaskOptions,
-    check_examples_fill,
     epoch_picks,
-    example_batches,
     full_length_sample,
     register_task,
 )
@@ -50,7 +48,7 @@ from pipeline_core.vectorize import SPLIT_NAMES
 
 if TYPE_CHECKING:
     from pipeline_core.config import TrainConfig
-    from pipeline_core.contract import SequenceModel, State, TorchSequenceModel
+    from pipeline_core.contract import SequenceModel, TorchSequenceModel
     from pipeline_core.diagnostics import GradientFlow
     from pipeline_core.metrics import Scores
     from pipeline_core.vectorize import EncodedCorpus, Vocabulary
@@ -181,12 +179,11 @@ def majority_proba(train_labels: np.ndarray, n_labels: int, n: int) -> np.ndarra
 
 
 @register_task
-class ClassifyTask(Task):
+class ClassifyTask(ExampleTask):
     name = "classify"
     method = "summary"
     options_class = ClassifyOptions
     rank_metric = "log_loss"
-    scores_token_stream = False
     options: ClassifyOptions
 
     def __init__(self, options: ClassifyOptions | dict[str, Any] | None = None) -> None:
@@ -222,15 +219,8 @@ class ClassifyTask(Task):
         model.attach_head(self.n_labels)
 
     # ---- training --------------------------------------------------------------------
-    def n_batches(
-        self, train: np.ndarray, context_len: int, step: int, train_cfg: TrainConfig
-    ) -> int:
-        return example_batches(len(self.data.ids["train"]), train_cfg)
-
-    def check_fill(
-        self, train: np.ndarray, context_len: int, step: int, train_cfg: TrainConfig
-    ) -> None:
-        check_examples_fill(self.name, len(self.data.ids["train"]), "example", train_cfg)
+    def n_train_examples(self) -> int:
+        return len(self.data.ids["train"])
 
     def batches(
         self,
@@ -245,22 +235,12 @@ class ClassifyTask(Task):
             x, lengths = padded([rows[j] for j in pick])
             yield Batch(inputs=x, targets=labels[pick][:, None], lengths=lengths)
 
-    def forward(
-        self, model: TorchSequenceModel, batch: Batch, state: State, progress: float
-    ) -> tuple[torch.Tensor, State]:
-        if batch.lengths is None:
-            raise DataError("a classify batch needs its lengths")
-        x = torch.from_numpy(np.ascontiguousarray(batch.inputs)).to(model.device)
-        lengths = torch.from_numpy(np.ascontiguousarray(batch.lengths))
-        return classify_logits(model, x, lengths)[:, None, :], None  # (B, 1, n_labels)
+    def summary_outputs(
+        self, model: TorchSequenceModel, x: torch.Tensor, lengths: torch.Tensor
+    ) -> torch.Tensor:
+        return classify_logits(model, x, lengths)[:, None, :]  # (B, 1, n_labels)
 
     # ---- scoring ---------------------------------------------------------------------
-    def scoring_label(self, plugin_cls: type[Any], carry_state: bool) -> str:
-        return "summary"
-
-    def tokens_per_char(self, corpus: EncodedCorpus, split: str) -> float:
-        return math.nan  # per-example log-loss has no bits per character
-
     def score(
         self, model: SequenceModel, corpus: EncodedCorpus, split: str, carry_state: bool
     ) -> Scores:

@@ -41,11 +41,9 @@ from pipeline_core.errors import ConfigError, DataError, PluginError
 from pipeline_core.tasks import (
     Baseline,
     Batch,
-    Task,
+    ExampleTask,
     TaskOptions,
-    check_examples_fill,
     epoch_picks,
-    example_batches,
     full_length_sample,
     register_task,
 )
@@ -53,7 +51,7 @@ from pipeline_core.vectorize import SPLIT_NAMES, split_bounds
 
 if TYPE_CHECKING:
     from pipeline_core.config import DataConfig, TrainConfig
-    from pipeline_core.contract import SequenceModel, State, TorchSequenceModel
+    from pipeline_core.contract import SequenceModel, TorchSequenceModel
     from pipeline_core.diagnostics import GradientFlow
     from pipeline_core.metrics import Scores
     from pipeline_core.vectorize import EncodedCorpus
@@ -272,12 +270,11 @@ def regression_scores(y_true: np.ndarray, y_pred: np.ndarray) -> Scores:
 
 
 @register_task
-class RegressTask(Task):
+class RegressTask(ExampleTask):
     name = "regress"
     method = "summary_values"
     options_class = RegressOptions
     rank_metric = "mse"
-    scores_token_stream = False
     options: RegressOptions
 
     def __init__(self, options: RegressOptions | dict[str, Any] | None = None) -> None:
@@ -315,15 +312,8 @@ class RegressTask(Task):
         return torch.nn.functional.mse_loss(outputs, targets.to(outputs.dtype))
 
     # ---- training --------------------------------------------------------------------
-    def n_batches(
-        self, train: np.ndarray, context_len: int, step: int, train_cfg: TrainConfig
-    ) -> int:
-        return example_batches(len(self.data.targets["train"]), train_cfg)
-
-    def check_fill(
-        self, train: np.ndarray, context_len: int, step: int, train_cfg: TrainConfig
-    ) -> None:
-        check_examples_fill(self.name, len(self.data.targets["train"]), "example", train_cfg)
+    def n_train_examples(self) -> int:
+        return len(self.data.targets["train"])
 
     def batches(
         self,
@@ -340,22 +330,12 @@ class RegressTask(Task):
             x = data.values["train"][pick, : int(lengths.max())]
             yield Batch(inputs=x, targets=z[pick], lengths=lengths)
 
-    def forward(
-        self, model: TorchSequenceModel, batch: Batch, state: State, progress: float
-    ) -> tuple[torch.Tensor, State]:
-        if batch.lengths is None:
-            raise DataError("a regress batch needs its lengths")
-        x = torch.from_numpy(np.ascontiguousarray(batch.inputs)).to(model.device)
-        lengths = torch.from_numpy(np.ascontiguousarray(batch.lengths))
-        return value_predictions(model, x, lengths), None
+    def summary_outputs(
+        self, model: TorchSequenceModel, x: torch.Tensor, lengths: torch.Tensor
+    ) -> torch.Tensor:
+        return value_predictions(model, x, lengths)
 
     # ---- scoring ---------------------------------------------------------------------
-    def scoring_label(self, plugin_cls: type[Any], carry_state: bool) -> str:
-        return "summary"
-
-    def tokens_per_char(self, corpus: EncodedCorpus, split: str) -> float:
-        return math.nan  # a squared error has no bits per character
-
     def score(
         self, model: SequenceModel, corpus: EncodedCorpus, split: str, carry_state: bool
     ) -> Scores:
