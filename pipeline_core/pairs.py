@@ -25,13 +25,23 @@ so on), so no test text reaches training; each split draws from its own random s
 ``default_rng([seed, kind, split])``, so the sets are deterministic under the seed and
 one split's pairs do not depend on another's. ``max_pairs`` keeps a seeded sample of a
 split's pairs, in text order.
+
+**Real strings of ``<unk>`` targets** (:attr:`PairSet.spellings`): scoring charges an
+``<unk>`` target its spelling and compares text against the real target, so the string
+behind each ``<unk>`` of a target travels with the pairs. ``tsv`` pairs take it from the
+file's text; built-in pairs take it from ``unk_spellings`` (the corpus's strings at that
+split's positions) when the caller has them: the split's ``<unk>`` ids are first tagged
+``-1 - position`` (:func:`tag_unknowns`), the builders only cut, join and reorder ids, and
+the tags become ``<unk>`` again, with their strings, before any noise is drawn, so the
+pairs themselves are the same with or without strings. Pairs handed in with
+:meth:`PairSet.of` know no strings (``spellings`` None) and are scored as ids, as before.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -46,18 +56,29 @@ PAIR_KINDS: tuple[PairKind, ...] = ("noisy", "reverse", "tsv")
 #: train, val and test shares of a TSV file's pairs, in file order
 TSV_SPLITS = (0.8, 0.1, 0.1)
 log = logging.getLogger("seqlab.data")
+#: the real strings of one target's ``<unk>`` tokens, in order (None: not known)
+Spellings = tuple[str | None, ...]
 
 
 @dataclass(frozen=True)
 class PairSet:
-    """Sources and targets of one split, as 1-D int64 id arrays."""
+    """Sources and targets of one split, as 1-D int64 id arrays, and the real strings
+    of the targets' ``<unk>`` tokens where known (None: none known)."""
 
     sources: tuple[np.ndarray, ...]
     targets: tuple[np.ndarray, ...]
+    spellings: tuple[Spellings, ...] | None = None
 
     def __post_init__(self) -> None:
         if len(self.sources) != len(self.targets):
             raise ValueError("a PairSet needs as many sources as targets")
+        if self.spellings is None:
+            return
+        if len(self.spellings) != len(self.targets) or any(
+            len(s) != np.count_nonzero(t == 0)
+            for s, t in zip(self.spellings, self.targets, strict=True)
+        ):
+            raise ValueError("a PairSet needs one spelling per <unk> of each target")
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -76,7 +97,16 @@ class PairSet:
         )
 
     def subset(self, keep: np.ndarray) -> PairSet:
-        return PairSet(tuple(self.sources[i] for i in keep), tuple(self.targets[i] for i in keep))
+        spellings = None if self.spellings is None else tuple(self.spellings[i] for i in keep)
+        return PairSet(
+            tuple(self.sources[i] for i in keep), tuple(self.targets[i] for i in keep), spellings
+        )
+
+    def spelled(self, i: int) -> Spellings:
+        """The real strings of target ``i``'s ``<unk>`` tokens (None each where unknown)."""
+        if self.spellings is None:
+            return (None,) * int(np.count_nonzero(self.targets[i] == 0))
+        return self.spellings[i]
 
     @property
     def longest_target(self) -> int:
@@ -135,6 +165,28 @@ def join_words(words: Sequence[np.ndarray], sep: int | None) -> np.ndarray:
 
 def _rng(seed: int, kind: PairKind, split: str) -> np.random.Generator:
     return np.random.default_rng([seed, PAIR_KINDS.index(kind), SPLIT_NAMES.index(split)])
+
+
+def tag_unknowns(ids: np.ndarray, unk_spellings: Mapping[int, str] | None) -> np.ndarray:
+    """``ids`` with each ``<unk>`` at position ``p`` as ``-1 - p`` (unchanged without
+    strings), so the builders carry where every ``<unk>`` came from."""
+    if unk_spellings is None:
+        return ids
+    tagged = np.asarray(ids, dtype=np.int64).copy()
+    unk = np.flatnonzero(tagged == 0)
+    tagged[unk] = -1 - unk
+    return tagged
+
+
+def untag(pairs: PairSet, unk_spellings: Mapping[int, str] | None) -> PairSet:
+    """Tags back to ``<unk>``, the targets' strings looked up (no-op without strings)."""
+    if unk_spellings is None:
+        return pairs
+    spellings = tuple(
+        tuple(unk_spellings.get(int(-1 - tag)) for tag in t[t < 0].tolist()) for t in pairs.targets
+    )
+    sources = tuple(np.maximum(s, 0) for s in pairs.sources)
+    return PairSet(sources, tuple(np.maximum(t, 0) for t in pairs.targets), spellings)
 
 
 def _cap(pairs: PairSet, max_pairs: int | None, rng: np.random.Generator) -> PairSet:
@@ -218,17 +270,20 @@ def noisy_pairs(
     insertion: float = 1 / 30,
     substitution: float = 1 / 30,
     max_pairs: int | None = None,
+    unk_spellings: Mapping[int, str] | None = None,
 ) -> PairSet:
-    """Spelling correction pairs from one split's ids: (noisy segment, clean segment)."""
+    """Spelling correction pairs from one split's ids: (noisy segment, clean segment);
+    ``unk_spellings``: the string of each ``<unk>`` of ``ids`` by position, if known."""
     rng = _rng(seed, "noisy", split)
     sep = separator_id(vocab, level)
-    targets = segments(split_words(ids, space_ids(vocab, level)), sep, max_len, rng)
+    tagged = tag_unknowns(ids, unk_spellings)
+    targets = segments(split_words(tagged, space_ids(vocab, level)), sep, max_len, rng)
     clean = PairSet(tuple(targets), tuple(targets))
-    clean = _cap(clean, max_pairs, rng)
+    clean = untag(_cap(clean, max_pairs, rng), unk_spellings)
     sources = tuple(
         add_noise(t, len(vocab), rng, deletion, insertion, substitution) for t in clean.targets
     )
-    return PairSet(sources, clean.targets)
+    return PairSet(sources, clean.targets, clean.spellings)
 
 
 def reverse_pairs(
@@ -241,11 +296,13 @@ def reverse_pairs(
     split: str = "train",
     words: int = 3,
     max_pairs: int | None = None,
+    unk_spellings: Mapping[int, str] | None = None,
 ) -> PairSet:
-    """Word reversal pairs from one split's ids: (phrase, its words in reverse order)."""
+    """Word reversal pairs from one split's ids: (phrase, its words in reverse order);
+    ``unk_spellings``: the string of each ``<unk>`` of ``ids`` by position, if known."""
     rng = _rng(seed, "reverse", split)
     sep = separator_id(vocab, level)
-    all_words = split_words(ids, space_ids(vocab, level))
+    all_words = split_words(tag_unknowns(ids, unk_spellings), space_ids(vocab, level))
     low = min(2, words)
     pairs: list[tuple[np.ndarray, np.ndarray]] = []
     i = 0
@@ -259,7 +316,7 @@ def reverse_pairs(
         if len(source) > max_len:
             continue
         pairs.append((source, join_words(group[::-1], sep)))
-    return _cap(PairSet.of(pairs), max_pairs, rng)
+    return untag(_cap(PairSet.of(pairs), max_pairs, rng), unk_spellings)
 
 
 # ---- user pairs -----------------------------------------------------------------------
@@ -294,13 +351,17 @@ def text_line_of(data: bytes, offset: int) -> int:
 
 def encode_text(text: str, vocab: Vocabulary, level: str) -> tuple[np.ndarray, int]:
     """Ids of ``text`` under ``vocab`` and how many of its tokens are unknown."""
+    ids, unknown, _ = encode_spelled(text, vocab, level)
+    return ids, unknown
+
+
+def encode_spelled(text: str, vocab: Vocabulary, level: str) -> tuple[np.ndarray, int, Spellings]:
+    """:func:`encode_text`, plus the string behind each ``<unk>`` id, in order."""
     tokens, _ = tokenize(text, level)  # type: ignore[arg-type]
     ids = np.array([vocab.id_of(t) for t in tokens], dtype=np.int64)
     unk = vocab.unk_id
-    unknown = int(
-        sum(1 for t, i in zip(tokens, ids.tolist(), strict=True) if i == unk and t != UNK)
-    )
-    return ids, unknown
+    behind = [t for t, i in zip(tokens, ids.tolist(), strict=True) if i == unk]
+    return ids, sum(1 for t in behind if t != UNK), tuple(behind)
 
 
 def tsv_pairs(
@@ -318,17 +379,23 @@ def tsv_pairs(
             "test sets; give at least 10 pairs"
         )
     unknown = 0
-    encoded: list[tuple[np.ndarray, np.ndarray]] = []
+    encoded: list[tuple[np.ndarray, np.ndarray, Spellings]] = []
     for source, target in rows:
         s, us = encode_text(source, vocab, level)
-        t, ut = encode_text(target, vocab, level)
+        t, ut, spelled = encode_spelled(target, vocab, level)
         unknown += us + ut
-        encoded.append((s, t))
+        encoded.append((s, t, spelled))
     if unknown:
         log.warning("%s: %d token(s) outside the corpus vocabulary became <unk>", path, unknown)
     parts = {"train": encoded[:b0], "val": encoded[b0:b1], "test": encoded[b1:]}
-    splits = {name: PairSet.of(part[:max_pairs]) for name, part in parts.items()}
+    splits = {name: _spelled_set(part[:max_pairs]) for name, part in parts.items()}
     return PairSets(splits, "tsv", unknown, str(path))
+
+
+def _spelled_set(rows: Sequence[tuple[np.ndarray, np.ndarray, Spellings]]) -> PairSet:
+    return PairSet(
+        tuple(s for s, _, _ in rows), tuple(t for _, t, _ in rows), tuple(u for _, _, u in rows)
+    )
 
 
 def built_in_pairs(
@@ -343,10 +410,12 @@ def built_in_pairs(
     noise: float = 0.1,
     words: int = 3,
     max_pairs: int | None = None,
+    unk_spellings: Mapping[int, str] | None = None,
 ) -> PairSet:
     """One split's pairs of a built-in kind from that split's ids; ``noise`` is the
     per-token probability of an edit, shared equally by deletion, insertion and
-    substitution."""
+    substitution; ``unk_spellings`` (position in ``ids`` -> string) makes the targets
+    carry the real strings of their ``<unk>`` tokens."""
     if kind == "noisy":
         return noisy_pairs(
             ids,
@@ -359,6 +428,7 @@ def built_in_pairs(
             insertion=noise / 3,
             substitution=noise / 3,
             max_pairs=max_pairs,
+            unk_spellings=unk_spellings,
         )
     if kind == "reverse":
         return reverse_pairs(
@@ -370,5 +440,6 @@ def built_in_pairs(
             split=split,
             words=words,
             max_pairs=max_pairs,
+            unk_spellings=unk_spellings,
         )
     raise DataError(f"'{kind}' pairs are read from a file, not built from a split")

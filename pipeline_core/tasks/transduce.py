@@ -29,6 +29,24 @@ Outputs are decoded with ``task_options.beam_size`` (1: greedy) up to
 The ``copy`` baseline outputs the source unchanged: real ``exact_match`` and ``cer``, no
 probabilities (NaN nll / bpc).
 
+**Open vocabulary** (as for next-token scoring, :mod:`pipeline_core.spelling`): an
+``<unk>`` target whose real string is known (:attr:`~pipeline_core.pairs.PairSet.spellings`:
+built-in pairs from the corpus, ``tsv`` pairs from the file) also pays that string's
+spelling under the shared fallback fitted on the corpus's train split
+(:attr:`Codec.fallback`, set by :meth:`TransduceTask.prepare`), for every model alike:
+it enters ``nll``, ``bpc`` and ``ppl``, and such a target is never an ``acc1`` /
+``acc5`` hit (ranking ``<unk>`` first names no token). Text figures compare against the
+real target: the target reads with each known ``<unk>`` replaced by its string (so the
+``bpc`` denominator counts the real characters), while an output is read as it is, each
+``<unk>`` it emits being the five characters ``<unk>``. So an output that names an
+unknown word or character ``<unk>`` is not an exact match and pays the edit distance
+from ``<unk>`` to the real string, like any wrong token; and the copy baseline of a
+source holding ``<unk>`` pays it too. An ``<unk>`` whose string is not known (pairs
+handed in with :meth:`~pipeline_core.pairs.PairSet.of`, or a task bound with
+:meth:`TransduceTask.use` and no corpus, which has no fallback) is scored as before: as
+the text ``<unk>`` and at ``p(<unk>)`` alone. Without ``<unk>`` targets every figure is
+what it was without the charge.
+
 The task needs its corpus before it builds batches: the experiment calls
 :meth:`TransduceTask.prepare` with it (``score`` and ``baselines`` do so themselves).
 """
@@ -37,7 +55,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -46,7 +64,8 @@ import torch
 from pydantic import Field
 
 from pipeline_core.errors import ConfigError, DataError, PluginOutputError
-from pipeline_core.pairs import PairSet, PairSets, built_in_pairs, tsv_pairs
+from pipeline_core.pairs import PairSet, PairSets, Spellings, built_in_pairs, tsv_pairs
+from pipeline_core.spelling import SpellingModel
 from pipeline_core.tasks import (
     IGNORE,
     Baseline,
@@ -151,13 +170,43 @@ def edit_distance(a: str, b: str) -> int:
 
 @dataclass(frozen=True)
 class Codec:
-    """What turns ids into text: the corpus vocabulary and level."""
+    """What turns ids into text: the corpus vocabulary and level; and the corpus's
+    shared spelling fallback that charges ``<unk>`` targets (None: no corpus, no charge)."""
 
     vocab: Vocabulary
     level: str
+    fallback: SpellingModel | None = None
 
-    def text(self, ids: np.ndarray) -> str:
-        return detokenize(self.vocab.decode(np.asarray(ids).tolist()), self.level)  # type: ignore[arg-type]
+    def text(self, ids: np.ndarray, spellings: Spellings = ()) -> str:
+        """The text of ``ids``; each ``<unk>`` reads as its real string where
+        ``spellings`` (one per ``<unk>``, in order) knows it, else as ``<unk>``."""
+        tokens = self.vocab.decode(np.asarray(ids).tolist())
+        if any(s is not None for s in spellings):
+            real = iter(spellings)
+            unk = self.vocab.unk_id
+            tokens = [
+                (next(real) or t) if i == unk else t
+                for t, i in zip(tokens, np.asarray(ids).tolist(), strict=True)
+            ]
+        return detokenize(tokens, self.level)  # type: ignore[arg-type]
+
+
+def spelling_charge(
+    pairs: PairSet, fallback: SpellingModel | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Nats to add to each scored target token and end (the spelling of each ``<unk>``
+    target whose string is known, 0 elsewhere), and the mask of the charged tokens."""
+    nats = [np.zeros(len(t) + 1) for t in pairs.targets]
+    charged = [np.zeros(len(t) + 1, dtype=bool) for t in pairs.targets]
+    if fallback is not None:
+        for i, t in enumerate(pairs.targets):
+            for j, spelling in zip(np.flatnonzero(t == 0), pairs.spelled(i), strict=True):
+                if spelling is not None:
+                    nats[i][j] = fallback.bits(spelling) * LN2
+                    charged[i][j] = True
+    if not nats:
+        return np.empty(0), np.empty(0, dtype=bool)
+    return np.concatenate(nats), np.concatenate(charged)
 
 
 def _check_outputs(model: Any, outputs: Any, n: int, cap: int, vocab_size: int) -> list[np.ndarray]:
@@ -233,16 +282,17 @@ def _ranks(
 
 
 def text_scores(
-    outputs: Sequence[np.ndarray], targets: Sequence[np.ndarray], codec: Codec
+    outputs: Sequence[np.ndarray], pairs: PairSet, codec: Codec
 ) -> tuple[float, float, int]:
-    """(exact match, cer, target characters) of outputs against targets, as text."""
+    """(exact match, cer, target characters) of outputs against the pairs' targets, as
+    text: each output as it is, each target with its known ``<unk>`` strings."""
     exact, edits, chars = 0, 0, 0
-    for out, tgt in zip(outputs, targets, strict=True):
-        o, t = codec.text(out), codec.text(tgt)
+    for i, out in enumerate(outputs):
+        o, t = codec.text(out), codec.text(pairs.targets[i], pairs.spelled(i))
         exact += o == t
         edits += edit_distance(o, t)
         chars += len(t)
-    n = len(targets)
+    n = len(pairs)
     return exact / n if n else math.nan, edits / chars if chars else math.nan, chars
 
 
@@ -267,15 +317,17 @@ def score_pairs(
         cap,
         model.vocab_size,
     )
-    exact, cer, chars = text_scores(outputs, pairs.targets, codec)
+    exact, cer, chars = text_scores(outputs, pairs, codec)
     logp = _check_target_logp(
         model, model.target_log_proba(list(pairs.sources), list(pairs.targets)), pairs.targets
     )
+    charge, charged = spelling_charge(pairs, codec.fallback)
+    logp = logp - charge
     nll = float(-logp.mean())
     acc1 = acc5 = math.nan
     if isinstance(model, TorchSequenceModel):
         top1, top5 = _ranks(model, pairs)
-        acc1, acc5 = float(top1.mean()), float(top5.mean())
+        acc1, acc5 = float((top1 & ~charged).mean()), float((top5 & ~charged).mean())
     return Scores(
         nll=nll,
         bpc=float(-logp.sum()) / LN2 / chars if chars else math.nan,
@@ -293,7 +345,7 @@ def copy_scores(pairs: PairSet, codec: Codec) -> Scores:
     """The copy baseline: output = source; no probabilities."""
     from pipeline_core.metrics import Scores
 
-    exact, cer, chars = text_scores(pairs.sources, pairs.targets, codec)
+    exact, cer, chars = text_scores(pairs.sources, pairs, codec)
     nan = math.nan
     n_tokens = sum(len(t) + 1 for t in pairs.targets)
     return Scores(nan, nan, nan, nan, nan, n_tokens, chars, exact_match=exact, cer=cer)
@@ -336,12 +388,14 @@ class TransduceTask(Task):
 
     # ---- binding to a corpus -------------------------------------------------------
     def prepare(self, corpus: EncodedCorpus) -> None:
-        """Bind the corpus whose vocabulary, level (and, for tsv, file) the pairs use;
-        needed before :meth:`batches`. Idempotent."""
+        """Bind the corpus whose vocabulary, level (and, for tsv, file) the pairs use,
+        and fit its shared spelling fallback (train split only) for scoring; needed
+        before :meth:`batches`. Idempotent."""
         key = (corpus.text_sha256, corpus.level, corpus.bounds, corpus.vocab.tokens)
         if key == self._corpus_key:
             return
         self.use(corpus.vocab, corpus.level)
+        self._codec = Codec(corpus.vocab, corpus.level, SpellingModel.fit(corpus))
         self._corpus_key = key
 
     def use(
@@ -370,14 +424,18 @@ class TransduceTask(Task):
             )
         return self._codec
 
-    def pairs_of(self, ids: np.ndarray, split: str) -> PairSet:
-        """The pairs of ``split`` (built from ``ids``, that split's ids, or the fixed set)."""
+    def pairs_of(
+        self, ids: np.ndarray, split: str, unk_spellings: Mapping[int, str] | None = None
+    ) -> PairSet:
+        """The pairs of ``split`` (built from ``ids``, that split's ids, or the fixed set);
+        ``unk_spellings`` (position in ``ids`` -> string) gives built targets their real
+        ``<unk>`` strings."""
         codec = self.codec
         if self._fixed is not None:
             if split not in self._fixed.splits:
                 raise DataError(f"the transduce task has no {split} pairs")
             return self._fixed[split]
-        key = (split, *_ids_key(ids))
+        key = (split, unk_spellings is not None, *_ids_key(ids))
         if key not in self._cache:
             o = self.options
             assert o.pairs != "tsv"
@@ -392,6 +450,7 @@ class TransduceTask(Task):
                 noise=o.noise,
                 words=o.words,
                 max_pairs=o.max_pairs,
+                unk_spellings=unk_spellings,
             )
         return self._cache[key]
 
@@ -400,7 +459,9 @@ class TransduceTask(Task):
         if split not in SPLIT_NAMES:
             raise DataError(f"unknown split '{split}'")
         self.prepare(corpus)
-        return self.pairs_of(corpus.split(split), split)
+        start, stop = corpus.span(split)
+        spellings = {p - start: s for p, s in corpus.unk_spellings.items() if start <= p < stop}
+        return self.pairs_of(corpus.split(split), split, spellings)
 
     # ---- training --------------------------------------------------------------------
     def n_batches(
