@@ -209,6 +209,16 @@ class SequenceModel(ABC):
         return False
 
     @classmethod
+    def trained_parts(
+        cls, config: Mapping[str, Any]
+    ) -> list[tuple[str, type[TorchSequenceModel], TrainConfig]]:
+        """The neural models this plugin trains with seqlab's Trainer inside its own
+        ``fit`` (a mixture's components): ``(name, class, settings)`` each, so a run
+        refuses settings their batches cannot fill before it starts, as it does for a
+        neural plugin. Default: none."""
+        return []
+
+    @classmethod
     def scores_streaming(cls, config: Mapping[str, Any], train: TrainConfig) -> bool:
         """Whether a run scores a model of this class, built from ``config`` and trained
         under ``train``, with its state carried (the leaderboard's "carried state")

@@ -156,8 +156,11 @@ def resolve_models(
             raise ConfigError(f"models.{spec.label}: {err}") from None
         settings = model_train_config(train, spec)
         check_trainable(cls, settings, spec.label)
+        params = config.model_dump(mode="json")
+        for part, part_cls, part_settings in cls.trained_parts(params):
+            check_trainable(part_cls, part_settings, f"{spec.label}, {part}")
         version = plugin_info(spec.plugin).version
-        resolved.append(ResolvedModel(spec, cls, config.model_dump(mode="json"), version, settings))
+        resolved.append(ResolvedModel(spec, cls, params, version, settings))
     return resolved
 
 
@@ -212,7 +215,8 @@ class ModelResult:
 def check_fits(resolved: list[ResolvedModel], corpus: EncodedCorpus, task: str | Task) -> None:
     """Refuse, with the numbers and before any run starts, settings the prepared corpus
     cannot serve: a ``data.step`` that leaves the train split a single window, and for
-    every model the Trainer fits, batches the train split cannot fill."""
+    every model the Trainer fits (a neural plugin, or one a plugin trains inside its own
+    fit: :meth:`SequenceModel.trained_parts`), batches the train split cannot fill."""
     the_task = as_task(task)
     the_task.prepare(corpus)
     cfg, train = corpus.config, corpus.train
@@ -225,12 +229,18 @@ def check_fits(resolved: list[ResolvedModel], corpus: EncodedCorpus, task: str |
             "lower data.step"
         )
     for item in resolved:
-        if issubclass(item.plugin_cls, TorchSequenceModel):
+        neural = issubclass(item.plugin_cls, TorchSequenceModel)
+        trained: list[tuple[str, type[SequenceModel], TrainConfig]] = (
+            [("", item.plugin_cls, item.train)] if neural else []
+        )
+        trained += item.plugin_cls.trained_parts(item.config)
+        for part, plugin_cls, settings in trained:
             try:
-                trains_by = the_task.training_task(item.plugin_cls)
-                trains_by.check_fill(train, cfg.context_len, cfg.step, item.train)
+                trains_by = the_task.training_task(plugin_cls)
+                trains_by.check_fill(train, cfg.context_len, cfg.step, settings)
             except DataError as err:
-                raise DataError(f"model '{item.label}': {err}") from None
+                where = f"model '{item.label}'" + (f", {part}" if part else "")
+                raise DataError(f"{where}: {err}") from None
 
 
 def fit_data(corpus: EncodedCorpus) -> FitData:

@@ -356,6 +356,21 @@ class MixtureModel(SequenceModel):
         assert isinstance(parsed, MixtureConfig)
         return any(spec.streams() for spec in parsed.components)
 
+    @classmethod
+    def trained_parts(
+        cls, config: Mapping[str, Any]
+    ) -> list[tuple[str, type[TorchSequenceModel], TrainConfig]]:
+        """The neural components, each with the settings ``fit`` trains it under."""
+        parsed = cls.make_config(config)
+        assert isinstance(parsed, MixtureConfig)
+        parts = []
+        for i, spec in enumerate(parsed.components):
+            plugin = load_plugin(spec.plugin)
+            if issubclass(plugin, TorchSequenceModel):
+                name = f"component {i + 1} ({spec.plugin})"
+                parts.append((name, plugin, spec.train_config(parsed.seed + i)))
+        return parts
+
     def context_reach(self) -> int | None:
         """The farthest any component looks (and the bucketing context, per context)."""
         reaches = [c.context_reach() for c in self.components]

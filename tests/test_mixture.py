@@ -519,3 +519,38 @@ def test_run_labels_a_mixture_carried_state_only_with_a_statefully_trained_compo
         carry = carries_state(item)
         assert report.test_scores == evaluate(model, corpus, "test", carry_state=carry)
     assert labels == {"carried": "carried state", "windowed": "windows"}
+
+
+# ---- neural components are checked before a run, like a neural plugin ----------------
+def test_trained_parts_are_the_neural_components_with_their_settings() -> None:
+    """Each neural component, named by its place, under the settings fit trains it with
+    (its own ``train`` over a quiet default seeded seed + i); n-grams train no net."""
+    params = {"components": [{"plugin": "ngram"}, STATEFUL_LSTM], "seed": 3}
+    (part,) = MixtureModel.trained_parts(params)
+    name, plugin_cls, settings = part
+    assert name == "component 2 (lstm)" and plugin_cls.__name__ == "LSTMModel"
+    assert (settings.seed, settings.bptt, settings.batch_size) == (4, "stateful", 8)
+    assert MixtureModel.trained_parts({}) == []  # the default n-grams
+
+
+def test_a_component_whose_batches_cannot_fill_is_refused_before_any_run() -> None:
+    """seqlab run's pre-flight (check_fits) names the model and the component; before,
+    the mixture's run started and failed in its fit."""
+    from pipeline_core.config import DataConfig, ModelSpec, TrainConfig
+    from pipeline_core.experiment import check_fits, resolve_models
+    from pipeline_core.vectorize import vectorize
+
+    corpus = vectorize(
+        WONDERLAND.read_text(encoding="utf-8")[:3000],
+        DataConfig(context_len=CONTEXT_LEN, clean="none"),
+    )
+    greedy = {**STATEFUL_LSTM, "train": {**STATEFUL_LSTM["train"], "batch_size": 5000}}
+    spec = ModelSpec(plugin="mixture", params={"components": [{"plugin": "ngram"}, greedy]})
+    resolved = resolve_models([spec], "next-token", TrainConfig())
+    with pytest.raises(DataError) as err:
+        check_fits(resolved, corpus, "next-token")
+    message = str(err.value)
+    assert message.startswith("model 'mixture', component 2 (lstm): ")
+    assert "batch_size 5000" in message and "\n" not in message
+    ok = ModelSpec(plugin="mixture", params={"components": [{"plugin": "ngram"}, STATEFUL_LSTM]})
+    check_fits(resolve_models([ok], "next-token", TrainConfig()), corpus, "next-token")
